@@ -1,0 +1,47 @@
+# Two entry points: `make demo` (set up, generate the demo cohort, run the workflow) and
+# `make test` (set up, lint, run the test suite). Both create .venv when it is missing.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+CORES ?= all
+DEMO_DIR ?= demo_data
+DEMO_PATIENTS ?= 36
+DEMO_SPACING ?= 2
+DEMO_SEED ?= 0
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test lint rulegraph clean
+
+setup: $(STAMP)
+
+$(STAMP): envs/requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r envs/requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $@
+
+$(DEMO_DIR)/samples.tsv: $(STAMP)
+	$(PY) -m glioma.demo --out $(DEMO_DIR) --patients $(DEMO_PATIENTS) \
+		--spacing $(DEMO_SPACING) --seed $(DEMO_SEED)
+
+demo: $(DEMO_DIR)/samples.tsv
+	$(VENV)/bin/snakemake --cores $(CORES) --config samples=$(DEMO_DIR)/samples.tsv
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/snakefmt --check Snakefile rules/
+
+test: lint
+	HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)
+
+# The README's rule graph picture (needs Graphviz's `dot`).
+rulegraph: $(STAMP)
+	$(VENV)/bin/snakemake --rulegraph --config samples=tests/data/placeholder/samples.tsv \
+		| tee docs/rulegraph.dot | dot -Tsvg > docs/rulegraph.svg
+
+clean:
+	rm -rf results logs .snakemake $(DEMO_DIR)

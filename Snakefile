@@ -1,0 +1,18 @@
+# Glioma molecular classification from MRI (IDHwt / IDHmut-codel / IDHmut-intact), leakage-free.
+# Usage: snakemake --cores 16 [--config samples=path/to/samples.tsv]; see README.md.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/cohort.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        final_targets(),

@@ -1,0 +1,77 @@
+# Validation, sample sheet, input functions and wildcard constraints shared by every stage.
+import sys
+from pathlib import Path
+
+from snakemake.utils import validate
+
+sys.path.insert(0, str(Path(workflow.basedir) / "workflow_scripts"))
+
+from glioma.constants import SAFE_ID, SEQUENCES  # noqa: E402
+from glioma.samples import IMAGE_COLUMNS, validate_sheet  # noqa: E402
+
+validate(config, "../schemas/config.schema.yaml")
+
+SHEET_RESULT = validate_sheet(
+    config["samples"], min_age_exclusive=config["inclusion"]["min_age_exclusive"]
+)
+validate(SHEET_RESULT.included, "../schemas/samples.schema.yaml")
+SAMPLES = SHEET_RESULT.included.set_index(
+    ["cohort", "patient"], drop=False
+).sort_index()
+
+#: Validated sheet of included patients (absolute paths, class column) and exclusions table.
+SHEET = "results/cohort/samples.tsv"
+EXCLUSIONS = "results/cohort/exclusions.tsv"
+
+
+wildcard_constraints:
+    cohort=SAFE_ID,
+    patient=SAFE_ID,
+    seq="|".join(SEQUENCES),
+
+
+def _row(wildcards):
+    """The sheet row of one patient."""
+    return SAMPLES.loc[(wildcards.cohort, wildcards.patient)]
+
+
+def raw_inputs(wildcards):
+    """Absolute paths of a patient's raw images: t1w, t1c, t2w, flair and roi."""
+    row = _row(wildcards)
+    return {column: row[column] for column in IMAGE_COLUMNS}
+
+
+def roi_on(wildcards):
+    """The sequence a patient's ROI was drawn on."""
+    return _row(wildcards)["roi_on"]
+
+
+def cohorts():
+    """Cohorts with at least one included patient, sorted."""
+    return sorted(SAMPLES["cohort"].unique())
+
+
+def patients_of(cohort):
+    """Included patients of one cohort, sorted."""
+    return sorted(SAMPLES.loc[SAMPLES["cohort"] == cohort, "patient"])
+
+
+def per_patient(pattern):
+    """Expand a path pattern with {cohort} and {patient} over every included patient."""
+    return [
+        pattern.format(cohort=cohort, patient=patient)
+        for cohort, patient in zip(SAMPLES["cohort"], SAMPLES["patient"])
+    ]
+
+
+def crops_of_cohort(wildcards):
+    """The per-patient slice stacks of one cohort."""
+    return [
+        f"results/crops/{wildcards.cohort}/{patient}.npz"
+        for patient in patients_of(wildcards.cohort)
+    ]
+
+
+def final_targets():
+    """Everything `rule all` asks for."""
+    return [SHEET, EXCLUSIONS]

@@ -1,0 +1,22 @@
+"""Names shared by every stage: classes, sequences, safe identifiers."""
+
+import re
+
+#: Model output order of the WHO-2021 molecular classes.
+CLASSES: tuple[str, ...] = ("IDHwt", "IDHmut-codel", "IDHmut-intact")
+
+#: Channel order of the four MRI sequences.
+SEQUENCES: tuple[str, ...] = ("t1w", "t1c", "t2w", "flair")
+
+#: Pattern a patient or cohort ID must match in full (no path separators, no shell syntax).
+SAFE_ID = r"[A-Za-z0-9][A-Za-z0-9_-]*"
+SAFE_ID_RE = re.compile(SAFE_ID)
+
+#: Split names in ``results/splits.tsv``.
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+UNLABELLED_SPLIT = "unlabelled"
+
+
+def class_index(name: str) -> int:
+    """Return the model output index of a class name, or -1 for an empty (unlabelled) name."""
+    return CLASSES.index(name) if name else -1

@@ -1,0 +1,135 @@
+"""Reading and atomically writing medical images (NIfTI, NRRD, DICOM series)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from glioma.errors import InputError
+
+IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".seg.nrrd")
+
+
+def _suffix(path: Path) -> str:
+    """Return the full image suffix of ``path`` (``.nii.gz`` rather than ``.gz``)."""
+    name = path.name.lower()
+    for suffix in sorted(IMAGE_SUFFIXES, key=len, reverse=True):
+        if name.endswith(suffix):
+            return suffix
+    return path.suffix.lower()
+
+
+def is_image_path(path: str | Path) -> bool:
+    """Return True when ``path`` names a readable image: a known suffix or a DICOM folder."""
+    path = Path(path)
+    return path.is_dir() or _suffix(path) in IMAGE_SUFFIXES
+
+
+def _read_dicom_series(folder: Path) -> sitk.Image:
+    """Read the one DICOM series in ``folder``, keeping orientation and spacing, no metadata."""
+    reader = sitk.ImageSeriesReader()
+    series = reader.GetGDCMSeriesIDs(str(folder))
+    if not series:
+        raise InputError("folder holds no DICOM series", path=folder)
+    if len(series) > 1:
+        raise InputError(
+            f"folder holds {len(series)} DICOM series; point the sheet at one series folder",
+            path=folder,
+        )
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder), series[0]))
+    reader.MetaDataDictionaryArrayUpdateOff()  # no patient name or other identifier is kept
+    return reader.Execute()
+
+
+def read_image(path: str | Path, *, mask: bool = False) -> sitk.Image:
+    """Read a 3D image and check it is usable.
+
+    Args:
+        path: a ``.nii``, ``.nii.gz`` or ``.nrrd`` (``.seg.nrrd`` too) file, or a DICOM folder.
+        mask: the image is a label mask; multi-segment Slicer files are merged into one binary
+            mask (any segment), and the result is uint8 0/1.
+
+    Returns:
+        The image, float32 (or uint8 when ``mask``), with its header geometry intact and no
+        metadata beyond geometry.
+
+    Raises:
+        InputError: missing, unreadable, not 3D, or non-finite voxels; the message names the file.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError("file does not exist", path=path)
+    try:
+        image = _read_dicom_series(path) if path.is_dir() else sitk.ReadImage(str(path))
+    except InputError:
+        raise
+    except RuntimeError as err:
+        first_line = str(err).strip().splitlines()[-1] if str(err).strip() else "unknown error"
+        raise InputError(f"cannot be read as an image ({first_line})", path=path) from err
+
+    if image.GetDimension() == 4:
+        size = image.GetSize()
+        if size[3] != 1:
+            raise InputError(
+                f"is a 4D image of size {size}; give one 3D volume per sequence", path=path
+            )
+        image = image[:, :, :, 0]
+    if image.GetDimension() != 3:
+        raise InputError(f"is {image.GetDimension()}D; a 3D volume is required", path=path)
+
+    if image.GetNumberOfComponentsPerPixel() > 1:
+        if not mask:
+            raise InputError(
+                "has vector voxels (e.g. RGB); a scalar 3D volume is required", path=path
+            )
+        array = sitk.GetArrayViewFromImage(image)
+        merged = sitk.GetImageFromArray((array != 0).any(axis=-1).astype(np.uint8))
+        merged.CopyInformation(sitk.VectorIndexSelectionCast(image, 0))
+        image = merged
+
+    array = sitk.GetArrayViewFromImage(image)
+    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+        bad = int((~np.isfinite(array)).sum())
+        raise InputError(f"holds {bad} NaN or infinite voxels", path=path)
+
+    out = sitk.Cast(image != 0, sitk.sitkUInt8) if mask else sitk.Cast(image, sitk.sitkFloat32)
+    # Keep geometry only: descriptions and other header fields may hold identifiers.
+    clean = sitk.Image(out)
+    for key in clean.GetMetaDataKeys():
+        clean.EraseMetaData(key)
+    return clean
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
+
+    The temporary name keeps the final suffix so writers that pick a format from it still work.
+    Readers never see a partial file, and a failure or kill leaves no file under ``path``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = _suffix(path) if _suffix(path) in IMAGE_SUFFIXES else path.suffix
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent
+    )
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_image(image: sitk.Image, path: str | Path, *, compress: bool = True) -> None:
+    """Write ``image`` to ``path`` atomically (format from the suffix)."""
+    with atomic_path(path) as tmp:
+        sitk.WriteImage(image, str(tmp), useCompression=compress)
