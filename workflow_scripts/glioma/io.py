@@ -8,6 +8,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
@@ -47,6 +48,23 @@ def _read_dicom_series(folder: Path) -> sitk.Image:
     return reader.Execute()
 
 
+def _check_nifti_payload(path: Path) -> None:
+    """Read a NIfTI's voxels with nibabel to catch what ITK hides.
+
+    ITK's NIfTI reader silently zero-fills a truncated ``.nii.gz`` and turns NaN voxels into 0,
+    so a corrupt download would pass unnoticed; nibabel raises on both.
+    """
+    try:
+        data = np.asanyarray(nib.load(path).dataobj)
+    except Exception as err:  # nibabel raises EOFError, zlib.error, OSError, ValueError...
+        raise InputError(
+            f"is truncated or corrupt ({type(err).__name__}: {err})", path=path
+        ) from err
+    if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).all():
+        bad = int((~np.isfinite(data)).sum())
+        raise InputError(f"holds {bad} NaN or infinite voxels", path=path)
+
+
 def read_image(path: str | Path, *, mask: bool = False) -> sitk.Image:
     """Read a 3D image and check it is usable.
 
@@ -65,6 +83,8 @@ def read_image(path: str | Path, *, mask: bool = False) -> sitk.Image:
     path = Path(path)
     if not path.exists():
         raise InputError("file does not exist", path=path)
+    if _suffix(path) in (".nii", ".nii.gz"):
+        _check_nifti_payload(path)
     try:
         image = _read_dicom_series(path) if path.is_dir() else sitk.ReadImage(str(path))
     except InputError:
