@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,10 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+
+#: Cohorts of the tiny generated cohort run first; the third is added by incremental tests.
+FIRST_COHORTS = ["SITE-A", "SITE-B"]
+ADDED_COHORT = "SITE-C"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -36,7 +41,7 @@ TINY_OVERRIDES: dict[str, Any] = {
 
 
 def write_config(workdir: Path, samples: Path, **overrides: Any) -> Path:
-    """Write the repository's config with the tiny overrides (and ``overrides``) into ``workdir``."""
+    """Write the repo's config with the tiny overrides (and ``overrides``) into ``workdir``."""
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     _deep_update(config, TINY_OVERRIDES)
     _deep_update(config, overrides)
@@ -83,3 +88,27 @@ def tiny_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("tiny_cohort")
     generate_cohort(out, n_patients=12, spacing=4.0, seed=3, n_cohorts=3)
     return out / "samples.tsv"
+
+
+_JOB = re.compile(r"^(?:local)?rule (\w+):\n((?:    .*\n?)*)", re.MULTILINE)
+
+
+def planned_jobs(log: str) -> list[tuple[str, dict[str, str]]]:
+    """The (rule, wildcards) of every job in a Snakemake (dry-)run log."""
+    jobs = []
+    for match in _JOB.finditer(log):
+        found = re.search(r"^    wildcards: (.*)$", match.group(2), re.MULTILINE)
+        wildcards = dict(kv.split("=", 1) for kv in found.group(1).split(", ")) if found else {}
+        jobs.append((match.group(1), wildcards))
+    return jobs
+
+
+@pytest.fixture(scope="session")
+def workflow_run(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The whole workflow run once on two of the tiny cohort's three cohorts; returns workdir."""
+    workdir = tmp_path_factory.mktemp("workflow_run")
+    sheet = subset_sheet(tiny_cohort, FIRST_COHORTS, "first_two.tsv")
+    write_config(workdir, sheet)
+    run = run_snakemake(workdir)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-8000:]
+    return workdir
