@@ -1,0 +1,61 @@
+# Slice dataset: per-cohort Parquet shards and the split manifest (docs/architecture.md).
+#
+# build_shards reads classes from the validated sheet, marked ancient(): the sheet is rewritten
+# whenever any cohort is added, and without ancient() every existing cohort's shards would be
+# rebuilt. A cohort's shards are rebuilt when its crops or the preprocessing config change; the
+# loader checks shard labels against results/splits.tsv, so a relabelled patient fails loudly.
+
+# The same function as glioma.dataset.shards.preprocess_hash, from a module that imports only
+# the standard library: importing shards (pyarrow) would slow every DAG build.
+from glioma.dataset.hashing import preprocess_hash
+from glioma.dataset.splits import check_split_config
+
+# Bad ratios or test cohorts fail now, not after hours of preprocessing.
+check_split_config(config["split"], cohorts())
+
+
+rule build_shards:
+    input:
+        crops=crops_of_cohort,
+        sheet=ancient(SHEET),
+    output:
+        directory("results/shards/{cohort}"),
+    log:
+        "logs/build_shards/{cohort}.log",
+    benchmark:
+        "results/benchmarks/build_shards/{cohort}.tsv"
+    conda:
+        "../envs/dataset.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        preprocess_hash=preprocess_hash(config["preprocess"]),
+        image_size=config["preprocess"]["crop"]["size"],
+    script:
+        "../workflow_scripts/build_shards.py"
+
+
+rule make_splits:
+    input:
+        sheet=SHEET,
+    output:
+        "results/splits.tsv",
+    log:
+        "logs/make_splits/make_splits.log",
+    benchmark:
+        "results/benchmarks/make_splits/make_splits.tsv"
+    conda:
+        "../envs/dataset.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    params:
+        level=config["split"]["level"],
+        ratios=config["split"]["ratios"],
+        seed=config["seed"],
+        test_cohorts=config["split"]["test_cohorts"],
+    script:
+        "../workflow_scripts/make_splits.py"

@@ -1,0 +1,83 @@
+# Classifier: train on the shards of every included cohort, predict every patient, evaluate.
+# Training uses a GPU when one is visible; clusters ask for one in the profile (slurm_extra /
+# gres for train_classifier), not here, so that a workstation without a GPU still schedules it.
+from glioma.constants import SPLITS
+
+
+rule train_classifier:
+    input:
+        shards=expand("results/shards/{cohort}", cohort=cohorts()),
+        splits="results/splits.tsv",
+        weights=config["model"]["pretrained_weights"] or [],
+    output:
+        best="results/model/best.pt",
+        last="results/model/last.pt",
+        history="results/model/history.csv",
+        config="results/model/config.yaml",
+    log:
+        "logs/train_classifier.log",
+    benchmark:
+        "results/benchmarks/train_classifier.tsv"
+    conda:
+        "../envs/model.yaml"
+    threads: 8
+    resources:
+        mem_mb=16000,
+        runtime=720,
+    params:
+        # Per-epoch resumable state, outside the outputs: Snakemake deletes a failed job's
+        # outputs, and a rerun continues from this file when settings and data are unchanged.
+        state="results/model/resume_state.pt",
+    script:
+        "../workflow_scripts/train_classifier.py"
+
+
+rule predict_slices:
+    input:
+        shards=expand("results/shards/{cohort}", cohort=cohorts()),
+        splits="results/splits.tsv",
+        model="results/model/best.pt",
+    output:
+        slices="results/predictions/slices.parquet",
+        patients="results/predictions/predictions.csv",
+    log:
+        "logs/predict_slices.log",
+    benchmark:
+        "results/benchmarks/predict_slices.tsv"
+    conda:
+        "../envs/model.yaml"
+    threads: 4
+    resources:
+        mem_mb=8000,
+        runtime=120,
+    script:
+        "../workflow_scripts/predict_slices.py"
+
+
+rule evaluate_model:
+    input:
+        slices="results/predictions/slices.parquet",
+        predictions="results/predictions/predictions.csv",
+        splits="results/splits.tsv",
+    output:
+        metrics="results/metrics/metrics.json",
+        table_patient="results/metrics/table2_patient.tsv",
+        table_slice="results/metrics/table2_slice.tsv",
+        roc=expand("results/metrics/roc_{split}.png", split=SPLITS),
+        confusion=expand("results/metrics/confusion_{split}.png", split=SPLITS),
+    log:
+        "logs/evaluate_model.log",
+    benchmark:
+        "results/benchmarks/evaluate_model.tsv"
+    conda:
+        "../envs/model.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    params:
+        bootstrap=config["evaluate"]["bootstrap"],
+        aggregate=config["evaluate"]["aggregate"],
+        seed=config["seed"],
+    script:
+        "../workflow_scripts/evaluate_model.py"

@@ -1,0 +1,69 @@
+# Reports: the cohort's Table 1 and the run's one self-contained HTML page.
+from glioma.constants import SPLITS  # noqa: E402
+
+
+rule make_table1:
+    input:
+        sheet=SHEET,
+    output:
+        tsv=report(
+            "results/cohort/table1.tsv",
+            caption="../report/table1.rst",
+            category="Cohort",
+            labels={"table": "Table 1"},
+        ),
+        md="results/cohort/table1.md",
+    log:
+        "logs/make_table1.log",
+    benchmark:
+        "results/benchmarks/make_table1.tsv"
+    conda:
+        "../envs/report.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    script:
+        "../workflow_scripts/make_table1.py"
+
+
+rule render_report:
+    input:
+        sheet=SHEET,
+        exclusions=EXCLUSIONS,
+        table1="results/cohort/table1.tsv",
+        splits="results/splits.tsv",
+        history="results/model/history.csv",
+        model_config="results/model/config.yaml",
+        metrics="results/metrics/metrics.json",
+        predictions="results/predictions/predictions.csv",
+        roc=expand("results/metrics/roc_{split}.png", split=SPLITS),
+        confusion=expand("results/metrics/confusion_{split}.png", split=SPLITS),
+        qc=per_patient("results/qc/{cohort}/{patient}.png"),
+    output:
+        html=report(
+            "results/report.html",
+            caption="../report/report_html.rst",
+            category="Evaluation",
+            labels={"figure": "HTML report"},
+        ),
+        curves=report(
+            "results/report/training_curves.png",
+            caption="../report/training_curves.rst",
+            category="Training",
+            labels={"figure": "training curves"},
+        ),
+    log:
+        "logs/render_report.log",
+    benchmark:
+        "results/benchmarks/render_report.tsv"
+    conda:
+        "../envs/report.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        config=config,
+    script:
+        "../workflow_scripts/render_report.py"

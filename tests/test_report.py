@@ -1,0 +1,492 @@
+"""The HTML report on a tiny fake run: sections, self-containment, leak banner, a real browser."""
+
+from __future__ import annotations
+
+import base64
+import functools
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+from PIL import Image
+
+from glioma.constants import CLASSES, SPLITS
+from glioma.errors import InputError
+from glioma.report import html, table1, tables
+
+ROOT = Path(__file__).resolve().parents[1]
+MAGENTA = "#ff00ff"  # only the fake ROC figures use it: the screenshot test looks for it
+SECTIONS = {
+    "summary": "At a glance",
+    "cohort-flow": "Cohort flow",
+    "table1": "Table 1",
+    "splits": "Split sizes",
+    "training": "Training curves",
+    "table2": "Table 2",
+    "roc": "ROC curves",
+    "confusion": "Confusion matrices",
+    "predictions": "Predictions",
+    "qc": "Quality control",
+    "config": "Configuration",
+    "versions": "Package versions",
+}
+PATIENTS = [  # cohort, patient, class, split
+    ("SITE-A", "A01", "IDHwt", "train"),
+    ("SITE-A", "A02", "IDHmut-codel", "train"),
+    ("SITE-A", "A03", "IDHmut-intact", "val"),
+    ("SITE-A", "A04", "", "unlabelled"),
+    ("SITE-B", "B01", "IDHwt", "test"),
+    ("SITE-B", "B02", "IDHmut-codel", "test"),
+    ("SITE-B", "B03", "IDHmut-intact", "test"),
+]
+
+
+@functools.cache  # drawing is the slow part of building a fake run: draw each figure once
+def png(facecolor: str, text: str, size: tuple[float, float] = (4, 3)) -> bytes:
+    figure = Figure(figsize=size, dpi=60)
+    axes = figure.subplots()
+    axes.set_facecolor(facecolor)
+    axes.plot([0, 0.2, 1], [0, 0.8, 1], color="black")
+    axes.set_title(text)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def fake_metrics() -> dict:
+    out = {}
+    for i, split in enumerate(SPLITS):
+        classes = {
+            c: {
+                "auc": 0.81 + 0.01 * i + 0.001 * k,
+                "auc_ci_low": 0.61 + 0.01 * i,
+                "auc_ci_high": 0.93,
+                "precision": None if c == "IDHmut-intact" else 0.5,
+                "recall": 0.75,
+                "f1": 0.6,
+                "average_precision": 0.7,
+            }
+            for k, c in enumerate(CLASSES)
+        }
+        out[split] = {
+            "n": 3 + i,
+            "accuracy": 0.667,
+            "macro_auc": 0.842 + i / 100,
+            "classes": classes,
+        }
+    return out
+
+
+def make_run(root: Path, *, level: str = "patient", leaky_flag: bool = False) -> html.ReportInputs:
+    """Write every input of the report in the formats of docs/architecture.md."""
+    split_of = {p: ("slice" if level == "slice" and c else s) for _, p, c, s in PATIENTS}
+    rows = [
+        {
+            "patient": p,
+            "cohort": co,
+            "t1w": f"/d/{p}/t1w.nii.gz",
+            "t1c": "x",
+            "t2w": "x",
+            "flair": "x",
+            "roi": "x",
+            "roi_on": "flair",
+            "idh": "",
+            "codeletion": "",
+            "grade": "4" if c == "IDHwt" else "2",
+            "age": str(40 + i),
+            "sex": "MF"[i % 2],
+            "class": c,
+        }
+        for i, (co, p, c, _) in enumerate(PATIENTS)
+    ]
+    cohort_dir = root / "results/cohort"
+    cohort_dir.mkdir(parents=True)
+    pd.DataFrame(rows).to_csv(cohort_dir / "samples.tsv", sep="\t", index=False)
+    exclusions = [
+        ("A09", "SITE-A", "all", "missing t2w"),
+        ("A04", "SITE-A", "training", "label unknown (idh=empty): predicted, never trained"),
+    ]
+    pd.DataFrame(exclusions, columns=["patient", "cohort", "scope", "reason"]).to_csv(
+        cohort_dir / "exclusions.tsv", sep="\t", index=False
+    )
+    table1.write_table1(cohort_dir / "samples.tsv", cohort_dir / "table1.tsv", root / "t1.md")
+    splits = [(p, co, c, split_of[p]) for co, p, c, _ in PATIENTS]
+    pd.DataFrame(splits, columns=["patient", "cohort", "class", "split"]).to_csv(
+        root / "results/splits.tsv", sep="\t", index=False
+    )
+    model = root / "results/model"
+    model.mkdir()
+    pd.DataFrame(
+        {
+            "epoch": [1, 2, 3],
+            "train_loss": [1.1, 0.9, 0.7],
+            "val_loss": [1.0, 0.95, 0.9],
+            "val_slice_macro_auc": [0.6, 0.65, None],
+            "val_patient_macro_auc": [0.62, 0.7, 0.74],
+            "lr": [1e-3, 8e-4, 5e-4],
+            "seconds": [2.0, 2.1, 2.0],
+        }
+    ).to_csv(model / "history.csv", index=False)
+    (model / "config.yaml").write_text("model:\n  name: tiny_swin <script>\n", encoding="utf-8")
+    metrics = {"patient": fake_metrics(), "slice": fake_metrics()}
+    if leaky_flag:
+        metrics |= {"leaky_split": True, "warning": "slices of one patient in several splits"}
+    mdir = root / "results/metrics"
+    mdir.mkdir()
+    (mdir / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
+    for split in SPLITS:
+        (mdir / f"roc_{split}.png").write_bytes(png(MAGENTA, f"ROC {split}"))
+        (mdir / f"confusion_{split}.png").write_bytes(png("#e0f0ff", f"confusion {split}"))
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(3), size=len(PATIENTS))
+    predictions = pd.DataFrame(
+        {
+            "patient": [p for _, p, _, _ in PATIENTS],
+            "cohort": [co for co, _, _, _ in PATIENTS],
+            **{f"p_{c}": probs[:, k] for k, c in enumerate(CLASSES)},
+            "predicted_class": [CLASSES[k] for k in probs.argmax(1)],
+            "n_slices": 5,
+            "split": [split_of[p] for _, p, _, _ in PATIENTS],
+        }
+    )
+    (root / "results/predictions").mkdir()
+    predictions.to_csv(root / "results/predictions/predictions.csv", index=False)
+    qc = []
+    for k, (co, p, _, _) in enumerate(PATIENTS):
+        path = root / f"results/qc/{co}/{p}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (600, 400), (20 * k, 120, 200)).save(path)
+        qc.append(path)
+    return html.ReportInputs(
+        sheet=cohort_dir / "samples.tsv",
+        exclusions=cohort_dir / "exclusions.tsv",
+        table1=cohort_dir / "table1.tsv",
+        splits=root / "results/splits.tsv",
+        history=model / "history.csv",
+        model_config=model / "config.yaml",
+        metrics=mdir / "metrics.json",
+        predictions=root / "results/predictions/predictions.csv",
+        roc=[mdir / f"roc_{s}.png" for s in SPLITS],
+        confusion=[mdir / f"confusion_{s}.png" for s in SPLITS],
+        qc=qc,
+        config={"samples": "x.tsv", "split": {"level": level}},
+    )
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    root = tmp_path_factory.mktemp("run")
+    inputs = make_run(root)
+    html.write_report(inputs, root / "results/report.html", root / "results/report/curves.png")
+    return root, inputs, (root / "results/report.html").read_text(encoding="utf-8")
+
+
+def test_every_section_is_there(report):
+    _, _, page = report
+    for anchor, heading in SECTIONS.items():
+        match = re.search(rf'<section id="{anchor}">\s*<h2>([^<]*)</h2>', page)
+        assert match, anchor
+        assert match.group(1).startswith(heading), (anchor, match.group(1))
+    assert 'id="table2-patient"' in page and 'id="table2-slice"' in page
+
+
+def test_page_is_self_contained(report):
+    _, _, page = report
+    links = re.findall(r'\b(?:src|href)\s*=\s*["\']?([^"\'\s>]+)', page)
+    assert links
+    assert not [x for x in links if re.match(r"(?i)(https?:)?//", x)]
+    assert all(x.startswith("#") for x in re.findall(r'href="([^"]*)"', page))
+    sources = re.findall(r'<img[^>]*\ssrc="([^"]*)"', page)
+    assert sources and all(re.match(r"data:image/(png|jpeg);base64,", s) for s in sources)
+    assert "<script" not in page.lower() and "@import" not in page and "url(" not in page
+    assert "default-src 'none'" in page  # the browser is told to fetch nothing
+
+
+def test_no_leak_banner_at_patient_level(report):
+    assert 'id="leak-warning"' not in report[2]
+
+
+@pytest.mark.parametrize(("level", "flag"), [("slice", False), ("patient", True)])
+def test_leak_banner_under_slice_split(tmp_path, level, flag):
+    inputs = make_run(tmp_path, level=level, leaky_flag=flag)
+    page = html.render_html(html.build_context(inputs, b"\x89PNG\r\n\x1a\n"))
+    banner = page.index('id="leak-warning"')
+    assert banner < page.index("<h1>")
+    assert "leaks patients" in page and "inflated" in page
+    assert ("slices of one patient in several splits" in page) == flag
+
+
+def test_tables_show_inputs(report):
+    root, _, page = report
+    assert ">missing t2w<" in page  # exclusion reason
+    assert "0.810 (0.610-0.930)" in page  # AUC with its CI, train split
+    assert "train (training data: optimistic)" in page
+    assert page.count('class="training"') >= 2 * len(CLASSES)  # patient and slice tables
+    assert "n/a" in page  # the null precision
+    for _, patient, _, _ in PATIENTS:
+        assert f"<td>{patient}</td>" in page
+    # text from inputs is escaped, never markup
+    assert "tiny_swin &lt;script&gt;" in page
+    t1 = pd.read_csv(root / "results/cohort/table1.tsv", sep="\t", dtype=str, keep_default_na=False)
+    assert f"<td>{t1.loc[1, 'Total']}</td>" in page
+    assert page.count("<td>Age, years</td>") == 1  # a variable's later rows leave it blank
+    assert "Bonferroni" in page
+    assert "<td>scipy</td>" in page and "<td>python</td>" in page
+
+
+def test_split_sizes_count_patients_per_cohort_class_and_split(tmp_path):
+    inputs = make_run(tmp_path)
+    sizes = tables.split_sizes(tables.read_splits(inputs.splits))
+    expected = [
+        ("SITE-A", "IDHwt", 1, 0, 0, 0),
+        ("SITE-A", "IDHmut-codel", 1, 0, 0, 0),
+        ("SITE-A", "IDHmut-intact", 0, 1, 0, 0),
+        ("SITE-A", "unlabelled", 0, 0, 0, 1),
+        ("SITE-B", "IDHwt", 0, 0, 1, 0),
+        ("SITE-B", "IDHmut-codel", 0, 0, 1, 0),
+        ("SITE-B", "IDHmut-intact", 0, 0, 1, 0),
+        ("Total", "", 2, 1, 3, 1),
+    ]
+    columns = ["cohort", "class", "train", "val", "test", "unlabelled"]
+    assert [tuple(row) for row in sizes[columns].to_numpy()] == expected
+    assert sizes["Total"].tolist() == [1] * 7 + [7]
+
+
+def test_figures_are_embedded_whole(report):
+    root, inputs, page = report
+    for path in [*inputs.roc, *inputs.confusion, *inputs.qc]:
+        assert base64.b64encode(path.read_bytes()).decode() in page, path
+    curves = (root / "results/report/curves.png").read_bytes()
+    assert base64.b64encode(curves).decode() in page
+    assert Image.open(io.BytesIO(curves)).size[0] >= 800
+
+
+def test_qc_thumbnail_opens_full_mosaic(report):
+    _, inputs, page = report
+    for path in inputs.qc:
+        anchor = f"qc-{path.parent.name}-{path.stem}"
+        assert f'href="#{anchor}"' in page
+        box = re.search(rf'<div class="lightbox" id="{anchor}">.*?</div>', page, re.S)
+        assert box and base64.b64encode(path.read_bytes()).decode() in box.group(0)
+    thumbs = re.findall(r'<img src="([^"]*)" alt="QC thumbnail', page)
+    assert len(thumbs) == len(inputs.qc)
+    first = Image.open(io.BytesIO(base64.b64decode(thumbs[0].split(",", 1)[1])))
+    assert max(first.size) <= 320
+
+
+def test_bad_predicted_class_names_patient_column_file(tmp_path):
+    inputs = make_run(tmp_path)
+    table = pd.read_csv(inputs.predictions)
+    table.loc[2, "predicted_class"] = "GBM"
+    table.to_csv(inputs.predictions, index=False)
+    with pytest.raises(InputError) as err:
+        html.build_context(inputs, b"")
+    assert "'A03'" in str(err.value) and "'predicted_class'" in str(err.value)
+    assert str(inputs.predictions) in str(err.value)
+
+
+def test_history_missing_column_is_named(tmp_path):
+    inputs = make_run(tmp_path)
+    pd.read_csv(inputs.history).drop(columns="val_loss").to_csv(inputs.history, index=False)
+    with pytest.raises(InputError, match="'val_loss'"):
+        html.write_report(inputs, tmp_path / "r.html", tmp_path / "c.png")
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_figure_that_is_not_an_image_is_named(tmp_path):
+    inputs = make_run(tmp_path)
+    inputs.roc[1].write_text("not a png")
+    with pytest.raises(InputError, match=r"roc_val\.png"):
+        html.build_context(inputs, b"")
+
+
+# --- the rules, run by Snakemake --------------------------------------------------------------
+
+SNAKEFILE = """
+import sys
+sys.path.insert(0, {scripts!r})
+
+
+configfile: "config.yaml"
+
+
+report: {workflow_rst!r}
+
+
+SHEET = "results/cohort/samples.tsv"
+EXCLUSIONS = "results/cohort/exclusions.tsv"
+
+
+def per_patient(pattern):
+    return [pattern.format(cohort=c, patient=p) for c, p in {patients!r}]
+
+
+include: {rules!r}
+
+
+rule all:
+    input:
+        "results/report.html",
+        "results/cohort/table1.md",
+"""
+
+
+def test_rules_run_and_snakemake_report_works(tmp_path):
+    make_run(tmp_path)
+    (tmp_path / "results/cohort/table1.tsv").unlink()  # made by the rule this time
+    (tmp_path / "config.yaml").write_text("samples: x.tsv\nsplit:\n  level: patient\n")
+    (tmp_path / "Snakefile").write_text(
+        SNAKEFILE.format(
+            scripts=str(ROOT / "workflow_scripts"),
+            workflow_rst=str(ROOT / "report/workflow.rst"),
+            patients=[(c, p) for c, p, _, _ in PATIENTS],
+            rules=str(ROOT / "rules/report.smk"),
+        )
+    )
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    snakemake = [sys.executable, "-m", "snakemake", "--cores", "1", "--nolock"]
+    for extra in ([], ["--report", "report.zip"]):
+        run = subprocess.run(
+            [*snakemake, *extra], cwd=tmp_path, env=env, capture_output=True, text=True, check=False
+        )
+        assert run.returncode == 0, run.stderr[-3000:]
+    page = (tmp_path / "results/report.html").read_text(encoding="utf-8")
+    assert 'id="table1"' in page and "Kruskal-Wallis" in page
+    assert (tmp_path / "results/report/training_curves.png").stat().st_size > 0
+    assert "Table 1" in (tmp_path / "results/cohort/table1.md").read_text(encoding="utf-8")
+    assert (tmp_path / "logs/render_report.log").exists()
+    with zipfile.ZipFile(tmp_path / "report.zip") as archive:
+        names = archive.namelist()
+    for name in ("table1.tsv", "report.html", "training_curves.png"):
+        assert any(n.endswith(name) for n in names), (name, names[:20])
+
+
+# --- a real browser --------------------------------------------------------------------------
+
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--enable-logging=stderr",
+    "--v=0",
+)
+# Injected into a copy of the page only: reports on window load whether every image decoded and
+# whether any resource failed, in the title that --dump-dom prints.
+CHECKER = """<script>
+window.__failed = [];
+window.addEventListener("error", e => window.__failed.push(e.target.alt || e.message), true);
+window.addEventListener("load", () => {
+  const bad = [...document.images].filter(i => !(i.complete && i.naturalWidth > 0));
+  document.title = "CHECK images=" + document.images.length + " undecoded=" + bad.length +
+    " failed=" + window.__failed.length;
+});
+</script>"""
+
+
+def chromium() -> str | None:
+    return next(
+        (shutil.which(n) for n in ("chromium", "chromium-browser") if shutil.which(n)), None
+    )
+
+
+def browse(page: Path, tmp: Path, *extra: str, anchor: str = "") -> tuple[str, list[str]]:
+    """Run headless Chromium on ``page``; return stdout and the page's console messages."""
+    url = page.as_uri() + anchor
+    result = subprocess.run(
+        [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={tmp / 'profile'}", *extra, url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    # Every console message (error, warning, CSP refusal) is a CONSOLE line; a page with no
+    # script of its own should print none.
+    return result.stdout, [x for x in result.stderr.splitlines() if ":CONSOLE" in x]
+
+
+def checked_copy(page: str, path: Path) -> Path:
+    """Write ``page`` with the checker script, allowed through the CSP for this copy only."""
+    csp = "default-src 'none'; img-src data:;"
+    assert csp in page
+    page = page.replace(csp, csp + " script-src 'unsafe-inline';")
+    path.write_text(page.replace("</body>", CHECKER + "</body>"), encoding="utf-8")
+    return path
+
+
+@pytest.mark.skipif(chromium() is None, reason="chromium not installed (.ci/run installs it)")
+def test_browser_renders_page_without_console_errors(report, tmp_path):
+    root, _, page = report
+    n_images = len(re.findall(r"<img\s", page))
+    dom, console = browse(checked_copy(page, tmp_path / "checked.html"), tmp_path, "--dump-dom")
+    assert console == []
+    title = re.search(r"<title>([^<]*)</title>", dom).group(1)
+    assert title == f"CHECK images={n_images} undecoded=0 failed=0"
+
+    shot = tmp_path / "shot.png"
+    _, console = browse(
+        root / "results/report.html",
+        tmp_path,
+        f"--screenshot={shot}",
+        "--window-size=1280,2000",
+    )
+    assert console == []
+    pixels = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    assert pixels.shape == (2000, 1280, 3)
+    assert pixels.std() > 10  # not blank
+    magenta = (pixels[..., 0] > 230) & (pixels[..., 1] < 40) & (pixels[..., 2] > 230)
+    assert magenta.sum() > 20_000  # the ROC figure of the summary is drawn on screen
+
+
+@pytest.mark.skipif(chromium() is None, reason="chromium not installed (.ci/run installs it)")
+def test_browser_check_catches_an_external_request(report, tmp_path):
+    _, _, page = report
+    bad = page.replace("</body>", '<img alt="remote" src="http://192.0.2.1/x.png"></body>')
+    dom, console = browse(checked_copy(bad, tmp_path / "bad.html"), tmp_path, "--dump-dom")
+    assert console and "192.0.2.1" in "\n".join(console)
+    assert "failed=1" in re.search(r"<title>([^<]*)</title>", dom).group(1)
+
+
+@pytest.mark.skipif(chromium() is None, reason="chromium not installed (.ci/run installs it)")
+def test_browser_opens_qc_mosaic_without_script(report, tmp_path):
+    root, inputs, _ = report
+    path = inputs.qc[2]
+    colour = np.asarray(Image.open(path).convert("RGB"))[0, 0].astype(int)
+    shot = tmp_path / "lightbox.png"
+    anchor = f"#qc-{path.parent.name}-{path.stem}"
+    _, console = browse(
+        root / "results/report.html",
+        tmp_path,
+        f"--screenshot={shot}",
+        "--window-size=1280,1000",
+        anchor=anchor,
+    )
+    assert console == []
+    pixels = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    mosaic = (np.abs(pixels - colour).max(axis=-1) <= 4).sum()
+    assert mosaic > 0.8 * 600 * 400  # the full 600x400 mosaic, shown by CSS :target alone
+
+
+def test_summary_falls_back_to_last_split_with_patients():
+    metrics = {"patient": fake_metrics()}
+    metrics["patient"]["test"]["n"] = 0
+    roc = [{"split": s, "label": s, "uri": f"data:image/png;base64,{s}"} for s in SPLITS]
+    headline = html.summary(metrics, roc)
+    assert headline["split"] == "val" and headline["roc"]["split"] == "val"
+    assert {row[0] for row in headline["table"]["rows"]} == {"val"}
+    metrics["patient"] = {s: {"n": 0} for s in SPLITS}
+    assert html.summary(metrics, roc) == {}

@@ -1,0 +1,93 @@
+"""The whole workflow on a tiny generated cohort: outputs, incremental runs, failures."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import ADDED_COHORT, FIRST_COHORTS, planned_jobs, run_snakemake, write_config
+
+pytestmark = pytest.mark.slow
+
+PER_PATIENT_RULES = {
+    "correct_bias",
+    "register_to_t1c",
+    "extract_brain",
+    "normalise_intensity",
+    "crop_roi",
+    "plot_qc",
+}
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _tree_state(folder: Path) -> dict[str, tuple[float, str]]:
+    return {
+        str(p.relative_to(folder)): (p.stat().st_mtime, _digest(p)) for p in folder.rglob("*.*")
+    }
+
+
+def test_every_patient_has_every_output(workflow_run: Path) -> None:
+    results = workflow_run / "results"
+    sheet = pd.read_csv(
+        results / "cohort" / "samples.tsv", sep="\t", dtype=str, keep_default_na=False
+    )
+    assert set(sheet["cohort"]) == set(FIRST_COHORTS)
+    for row in sheet.itertuples():
+        folder = results / "preprocessed" / row.cohort / row.patient
+        for name in ("t1w", "t1c", "t2w", "flair", "brain_mask", "roi"):
+            assert (folder / f"{name}.nii.gz").stat().st_size > 0
+        crop = np.load(results / "crops" / row.cohort / f"{row.patient}.npz")
+        assert crop["images"].dtype == np.float16 and crop["images"].shape[1:] == (4, 32, 32)
+        assert (results / "qc" / row.cohort / f"{row.patient}.png").stat().st_size > 0
+    for cohort in FIRST_COHORTS:
+        assert list((results / "shards" / cohort).glob("part-*.parquet"))
+    splits = pd.read_csv(results / "splits.tsv", sep="\t", dtype=str, keep_default_na=False)
+    assert set(splits["patient"]) == set(sheet["patient"])
+
+
+def test_metrics_and_predictions(workflow_run: Path) -> None:
+    results = workflow_run / "results"
+    metrics = json.loads((results / "metrics" / "metrics.json").read_text())
+    for level in ("patient", "slice"):
+        for split in ("train", "val", "test"):
+            entry = metrics[level][split]
+            assert {"n", "accuracy", "macro_auc", "classes"} <= set(entry)
+            assert set(entry["classes"]) == {"IDHwt", "IDHmut-codel", "IDHmut-intact"}
+    predictions = pd.read_csv(results / "predictions" / "predictions.csv")
+    sheet = pd.read_csv(results / "cohort" / "samples.tsv", sep="\t")
+    assert len(predictions) == len(sheet)
+    probabilities = predictions[["p_IDHwt", "p_IDHmut-codel", "p_IDHmut-intact"]].to_numpy()
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-4)
+
+
+def test_adding_a_cohort_processes_only_its_patients(
+    workflow_run: Path, tiny_cohort: Path, tmp_path: Path
+) -> None:
+    workdir = tmp_path / "run"
+    shutil.copytree(workflow_run, workdir, symlinks=True)
+    before = _tree_state(workdir / "results" / "shards")
+    write_config(workdir, tiny_cohort)
+
+    dry = run_snakemake(workdir, "--dry-run")
+    assert dry.returncode == 0, dry.stderr[-4000:]
+    jobs = planned_jobs(dry.stdout + dry.stderr)
+    per_patient = [(rule, wc) for rule, wc in jobs if rule in PER_PATIENT_RULES]
+    assert per_patient, "no per-patient job planned for the new cohort"
+    assert {wc["cohort"] for _, wc in per_patient} == {ADDED_COHORT}
+    shard_jobs = [wc["cohort"] for rule, wc in jobs if rule == "build_shards"]
+    assert shard_jobs == [ADDED_COHORT]
+
+    run = run_snakemake(workdir)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-8000:]
+    after = _tree_state(workdir / "results" / "shards")
+    for name, state in before.items():
+        assert after[name] == state, f"existing shard {name} was rewritten"
+    assert any(name.startswith(ADDED_COHORT) for name in after)

@@ -1,0 +1,301 @@
+"""Streaming torch dataset over the Parquet slice shards.
+
+The unit of I/O is a row group (~50 slices, see :mod:`glioma.dataset.rowgroups`). Per epoch the
+(file, row group) list is shuffled with ``(seed, epoch)`` and dealt round-robin to DataLoader
+workers, so every slice is read by exactly one worker; each worker then reads windows of about
+``buffer_size`` slices (whole row groups) and yields each window in a random order. Slices are
+views into the window's row groups, so nothing is copied before the batch is made, and memory is
+about two windows per worker, whatever the number of shards. Do not use ``persistent_workers``:
+workers copy the dataset when they start, and ``set_epoch`` must reach them.
+
+Class balance (``balance=True``, :mod:`glioma.dataset.sampling`) keeps one reservoir per class
+(``buffer_size`` slices in all) and, for every slice read, owes one draw to a class picked
+uniformly among the classes of the worker's rows (found first from the small label column), paid
+with replacement from that class's reservoir: minority slices are repeated and majority slices
+thinned, and an epoch has as many slices as the unbalanced one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from glioma.constants import CLASSES, SPLITS, UNLABELLED_SPLIT, class_index
+from glioma.dataset.rowgroups import (
+    META_COLUMNS,
+    KeyFilter,
+    Rows,
+    iter_patient_batches,
+    kept_labels,
+    normalise_keys,
+    read_rows,
+    shard_files,
+)
+from glioma.dataset.sampling import balanced, slices, windowed
+from glioma.dataset.splits import SLICE_SPLIT, check_ratios, slice_split
+from glioma.dataset.writer import IMAGE_COLUMN
+from glioma.errors import InputError
+
+__all__ = [
+    "SliceDataset",
+    "SplitKeys",
+    "collate_slices",
+    "iter_patient_batches",
+    "make_loader",
+    "shard_files",
+    "split_keys",
+]
+
+log = logging.getLogger(__name__)
+
+LOADER_SPLITS = (*SPLITS, UNLABELLED_SPLIT, "all")
+
+
+class SliceDataset(IterableDataset):
+    """Stream slices from Parquet shards as dicts of image, label, patient, cohort, slice_index.
+
+    Args:
+        files: shard part files (see :func:`shard_files`).
+        keys: which rows to keep: a set of (cohort, patient), a callable
+            ``(cohort, patient, slice_index) -> bool`` (picklable when workers use spawn), or None.
+        shuffle: shuffle the row-group order per epoch and mix slices within windows of
+            ``buffer_size`` slices.
+        seed: seed of every random choice; with :meth:`set_epoch` it fixes the order.
+        balance: class-balanced draws (see the module docstring); needs ``labelled_only``.
+        buffer_size: slices held for shuffling or balancing, per worker.
+        labelled_only: drop unlabelled slices (label -1).
+        labels: (cohort, patient) -> class index of the split manifest; shard labels are checked
+            against it, so that shards built before a relabelling fail loudly.
+        image_dtype: dtype of the yielded images; ``torch.float16`` skips the per-slice
+            conversion (then the images may view a row group held by the window, and
+            :func:`collate_slices` converts whole batches).
+    """
+
+    def __init__(
+        self,
+        files: Sequence[Path],
+        keys: Callable | set | None,
+        *,
+        shuffle: bool = False,
+        seed: int = 0,
+        balance: bool = False,
+        buffer_size: int = 512,
+        labelled_only: bool = True,
+        labels: Mapping[tuple[str, str], int] | None = None,
+        image_dtype: torch.dtype = torch.float32,
+    ) -> None:
+        super().__init__()
+        if balance and not labelled_only:
+            raise ValueError(
+                "balance=True needs labelled_only=True: unlabelled slices have no class"
+            )
+        if buffer_size < 1:
+            raise ValueError(f"buffer_size must be at least 1; got {buffer_size}")
+        self.files = [Path(f) for f in files]
+        self.keys = normalise_keys(keys)
+        self.shuffle, self.seed, self.balance = shuffle, seed, balance
+        self.buffer_size, self.labelled_only = buffer_size, labelled_only
+        self.labels = None if labels is None else dict(labels)
+        self.image_dtype = image_dtype
+        self.epoch = 0
+        self._groups = [self._row_groups(path) for path in self.files]
+
+    @staticmethod
+    def _row_groups(path: Path) -> int:
+        """Return the number of row groups of a shard after checking its columns."""
+        try:
+            parquet = pq.ParquetFile(path)
+        except (OSError, ValueError) as err:
+            raise InputError(f"cannot be read as a Parquet shard ({err})", path=path) from err
+        missing = [c for c in [*META_COLUMNS, IMAGE_COLUMN] if c not in parquet.schema_arrow.names]
+        if missing:
+            raise InputError(f"shard lacks columns {missing}", path=path)
+        return parquet.metadata.num_row_groups
+
+    def set_epoch(self, epoch: int) -> None:
+        """Set the epoch; with ``shuffle`` it changes the order, deterministically."""
+        self.epoch = int(epoch)
+
+    def units(self) -> list[tuple[int, int]]:
+        """Return this epoch's (file index, row group) reading order, before the worker split."""
+        units = [(f, g) for f, groups in enumerate(self._groups) for g in range(groups)]
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, self.epoch]).permutation(len(units))
+            units = [units[i] for i in order]
+        return units
+
+    def _rows(self, units: Sequence[tuple[int, int]]) -> Iterator[Rows]:
+        """Yield the filtered rows of each unit, one row group at a time."""
+        for file_index, group in units:
+            path = self.files[file_index]
+            parquet = pq.ParquetFile(path)
+            rows = read_rows(
+                parquet, group, self.keys, self.labelled_only, expected=self.labels, path=path
+            )
+            if rows is not None:
+                yield rows
+
+    def _classes(self, units: Sequence[tuple[int, int]]) -> list[int]:
+        """Return the labels the filtered rows of ``units`` hold (small columns only)."""
+        found: set[int] = set()
+        for file_index, group in units:
+            parquet = pq.ParquetFile(self.files[file_index])
+            found.update(kept_labels(parquet, group, self.keys, self.labelled_only).tolist())
+            if len(found) == len(CLASSES):
+                break
+        return sorted(found)
+
+    def __iter__(self) -> Iterator[dict]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        units = self.units()[worker::workers]
+        rng = np.random.default_rng([self.seed, self.epoch, worker])
+        rows = self._rows(units)
+        if self.balance:
+            # Reservoir slices are copied out so that they do not pin whole row groups.
+            items = balanced(slices(rows, copy=True), self.buffer_size, rng, self._classes(units))
+        elif self.shuffle:
+            items = windowed(rows, self.buffer_size, rng)
+        else:
+            items = slices(rows, copy=False)
+        for image, label, patient, cohort, slice_index in items:
+            yield {
+                "image": image.to(self.image_dtype),
+                "label": torch.scalar_tensor(label, dtype=torch.int64),
+                "patient": patient,
+                "cohort": cohort,
+                "slice_index": slice_index,
+            }
+
+
+def collate_slices(samples: Sequence[dict]) -> dict:
+    """Collate samples into a batch, converting images into one float32 tensor in one pass."""
+    first = samples[0]["image"]
+    images = torch.empty((len(samples), *first.shape), dtype=torch.float32)
+    for i, sample in enumerate(samples):
+        images[i].copy_(sample["image"])
+    return {
+        "image": images,
+        "label": torch.stack([sample["label"] for sample in samples]),
+        "patient": [sample["patient"] for sample in samples],
+        "cohort": [sample["cohort"] for sample in samples],
+        "slice_index": torch.tensor([sample["slice_index"] for sample in samples]),
+    }
+
+
+@dataclass(frozen=True)
+class SplitKeys:
+    """Row filter for one split: patients of the split, plus slices of ``slice``-level patients.
+
+    A plain class (not a closure) so that DataLoader workers started with spawn can pickle it.
+    """
+
+    patients: frozenset[tuple[str, str]]
+    slice_patients: frozenset[tuple[str, str]]
+    split: str
+    ratios: Mapping[str, float]
+    seed: int
+
+    def __call__(self, cohort: str, patient: str, slice_index: int) -> bool:
+        key = (cohort, patient)
+        if key in self.patients:
+            return True
+        return key in self.slice_patients and (
+            slice_split(self.seed, cohort, patient, slice_index, self.ratios) == self.split
+        )
+
+
+def split_keys(
+    splits: pd.DataFrame,
+    split: str,
+    *,
+    ratios: Mapping[str, float] | None = None,
+    split_seed: int | None = None,
+) -> KeyFilter:
+    """Return the row filter of ``split`` (one of train, val, test, unlabelled, all).
+
+    Under ``split.level: slice`` (split column ``slice``) a labelled slice's split is drawn at
+    load time from (``split_seed``, cohort, patient, slice_index) with ``ratios`` (then required).
+    """
+    if split not in LOADER_SPLITS:
+        raise ValueError(f"split must be one of {', '.join(LOADER_SPLITS)}; got {split!r}")
+    if split == "all":
+        return None
+    chosen = splits[splits["split"] == split]
+    patients = frozenset(zip(chosen["cohort"], chosen["patient"], strict=True))
+    by_slice = splits[splits["split"] == SLICE_SPLIT]
+    if split == UNLABELLED_SPLIT or by_slice.empty:
+        return patients
+    if ratios is None or split_seed is None:
+        raise ValueError("the splits are slice-level: make_loader needs ratios and split_seed")
+    log.warning(
+        "SLICE-LEVEL SPLIT (the study's protocol): slices of one patient are in train, val "
+        "and test; scores are inflated by patient leakage."
+    )
+    slice_patients = frozenset(zip(by_slice["cohort"], by_slice["patient"], strict=True))
+    return SplitKeys(patients, slice_patients, split, check_ratios(ratios), int(split_seed))
+
+
+def make_loader(
+    shard_dirs: Sequence[str | Path],
+    splits: pd.DataFrame,
+    split: str,
+    *,
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    balance: bool = False,
+    num_workers: int = 0,
+    labelled_only: bool = True,
+    ratios: Mapping[str, float] | None = None,
+    split_seed: int | None = None,
+    buffer_size: int = 512,
+) -> DataLoader:
+    """Return a DataLoader over one split of the shards.
+
+    Batches are dicts: image (B, 4, H, W) float32, label (B,) int64, patient list[str],
+    cohort list[str], slice_index (B,) int64. Call ``loader.dataset.set_epoch(epoch)`` before each
+    epoch to reshuffle.
+
+    Args:
+        shard_dirs: ``results/shards/{cohort}`` folders.
+        splits: the manifest from :func:`glioma.dataset.splits.read_splits`.
+        split: train, val, test, unlabelled (forces ``labelled_only=False``) or all.
+        batch_size, shuffle, seed, balance, num_workers, labelled_only, buffer_size: see
+            :class:`SliceDataset`. Shard labels are checked against the manifest's classes.
+        ratios, split_seed: ``split.ratios`` and the split seed; required only when the manifest is
+            slice-level (split column ``slice``).
+    """
+    keys = split_keys(splits, split, ratios=ratios, split_seed=split_seed)
+    labels = {
+        (cohort, patient): class_index(name)
+        for cohort, patient, name in zip(
+            splits["cohort"], splits["patient"], splits["class"], strict=True
+        )
+    }
+    dataset = SliceDataset(
+        shard_files(shard_dirs),
+        keys,
+        shuffle=shuffle,
+        seed=seed,
+        balance=balance,
+        buffer_size=buffer_size,
+        labelled_only=labelled_only and split != UNLABELLED_SPLIT,
+        labels=labels,
+        image_dtype=torch.float16,
+    )
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        collate_fn=collate_slices,
+        persistent_workers=False,
+    )

@@ -1,0 +1,43 @@
+"""Typed training settings read from the validated workflow config."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from glioma.model.augment import AugmentSettings
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """The ``model:`` config section and the seed, typed."""
+
+    name: str
+    kwargs: dict[str, Any]
+    pretrained_weights: str
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    warmup_epochs: int
+    label_smoothing: float
+    balance: str
+    patience: int
+    compile: bool
+    num_workers: int
+    augment: AugmentSettings
+    seed: int
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> TrainSettings:
+        """Read the validated workflow config (defaults filled)."""
+        model = dict(config["model"])
+        model["augment"] = AugmentSettings(**model.get("augment", {}))
+        return cls(seed=int(config["seed"]), **model)
+
+    def identity(self) -> dict[str, Any]:
+        """The settings that change the trained weights (not workers or compilation)."""
+        out = asdict(self)
+        for key in ("num_workers", "compile"):
+            out.pop(key)
+        return out

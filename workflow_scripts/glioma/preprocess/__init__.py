@@ -1,0 +1,40 @@
+"""Per-patient preprocessing: N4, registration to T1c, brain extraction, normalisation, crop, QC.
+
+Each step is a module with an array (or image) function, a file function that reads and writes,
+and a thin rule adapter in ``workflow_scripts/``. This package's ``__init__`` stays light (no ANTs,
+torch or matplotlib import) so adapters can set thread counts before the heavy libraries start.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+#: Environment variables read by ITK (SimpleITK and ANTs), OpenMP and BLAS at start-up.
+THREAD_VARIABLES = (
+    "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS",
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+)
+
+
+def configure_threads(threads: int) -> None:
+    """Limit ITK (SimpleITK and ANTs), OpenMP and an already imported torch to ``threads`` threads.
+
+    ANTs reads ``ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS`` the first time one of its filters runs, so
+    call this before any registration; SimpleITK is set directly. torch is only set when something
+    has imported it already: importing it here would cost seconds in steps that never use it.
+
+    Args:
+        threads: the rule's ``threads`` (at least 1).
+    """
+    threads = max(1, int(threads))
+    for name in THREAD_VARIABLES:
+        os.environ[name] = str(threads)
+    import SimpleITK as sitk
+
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(threads)

@@ -1,0 +1,201 @@
+"""Crop the tumour ROI into resized 2D axial slices, written per patient as an ``.npz``."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage
+
+from glioma.constants import SEQUENCES
+from glioma.errors import InputError
+from glioma.io import atomic_path, read_image
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Orientation:
+    """How a grid's axes map onto the patient's L, P and S axes (LPS, as ITK uses).
+
+    Attributes:
+        axes: ``axes[p]`` is the grid axis (0 = x, 1 = y, 2 = z) closest to patient axis ``p``
+            (0 = left, 1 = posterior, 2 = superior).
+        flips: ``flips[p]`` is True when that grid axis runs against patient axis ``p``.
+    """
+
+    axes: tuple[int, int, int]
+    flips: tuple[bool, bool, bool]
+
+    @property
+    def axial(self) -> int:
+        """The grid axis closest to the superior-inferior direction."""
+        return self.axes[2]
+
+
+def orientation(direction: Sequence[float]) -> Orientation:
+    """Match grid axes to patient axes for any direction matrix (oblique, permuted, flipped).
+
+    The assignment maximises the summed alignment over the six permutations, so two grid axes can
+    never claim the same patient axis (a greedy choice can, on 45-degree obliques).
+    """
+    matrix = np.asarray(direction, float).reshape(3, 3)  # column j = grid axis j in LPS
+    best = max(
+        itertools.permutations(range(3)),
+        key=lambda axes: sum(abs(matrix[p, axes[p]]) for p in range(3)),
+    )
+    flips = tuple(bool(matrix[p, best[p]] < 0) for p in range(3))
+    return Orientation(axes=tuple(best), flips=flips)
+
+
+def to_patient_axes(array_zyx: np.ndarray, orient: Orientation) -> np.ndarray:
+    """Reorder a SimpleITK (z, y, x) array to (L, P, S) axes, each index increasing L, P, S."""
+    xyz = array_zyx.transpose(2, 1, 0)
+    out = xyz.transpose(orient.axes)
+    for p, flip in enumerate(orient.flips):
+        if flip:
+            out = np.flip(out, axis=p)
+    return out
+
+
+def _square_box(roi_lps: np.ndarray, spacing_lp: np.ndarray, margin_mm: float):
+    """Centre (voxel units along L and P) and half side (mm) of the ROI's square in-plane box."""
+    in_plane = roi_lps.any(axis=2)
+    centre, extent = [], []
+    for p in range(2):
+        hits = np.flatnonzero(in_plane.any(axis=1 - p))
+        centre.append((hits[0] + hits[-1]) / 2)
+        extent.append((hits[-1] - hits[0] + 1) * spacing_lp[p])
+    return np.asarray(centre), max(extent) / 2 + margin_mm
+
+
+def _sample(plane: np.ndarray, centre, half_mm: float, spacing_lp, size: int) -> np.ndarray:
+    """Resample a (L, P) plane on a ``size`` x ``size`` square of side 2*half_mm: rows P, columns L.
+
+    Rows run anterior to posterior and columns right to left (radiological view); outside the
+    volume is 0.
+    """
+    step = 2 * half_mm / size
+    offsets = (np.arange(size) + 0.5) * step - half_mm
+    coord_l = centre[0] + offsets / spacing_lp[0]
+    coord_p = centre[1] + offsets / spacing_lp[1]
+    grid_p, grid_l = np.meshgrid(coord_p, coord_l, indexing="ij")
+    return ndimage.map_coordinates(plane, [grid_l, grid_p], order=1, mode="constant", cval=0.0)
+
+
+def crop_slices(
+    volumes: np.ndarray,
+    roi: np.ndarray,
+    spacing: Sequence[float],
+    direction: Sequence[float],
+    *,
+    margin_mm: float = 10.0,
+    size: int = 224,
+    mask_to_roi: bool = False,
+    min_roi_voxels: int = 1,
+) -> dict[str, np.ndarray]:
+    """Crop every axial slice holding ROI to the ROI's square box plus margin, resized.
+
+    Args:
+        volumes: (C, z, y, x) image arrays on one grid (SimpleITK order), channels in order.
+        roi: (z, y, x) ROI mask on the same grid.
+        spacing: grid spacing (x, y, z) in mm.
+        direction: grid direction cosines (9 numbers, row-major, as SimpleITK gives them).
+        margin_mm: margin around the ROI bounding box.
+        size: output height and width.
+        mask_to_roi: zero every voxel outside the ROI before resizing.
+        min_roi_voxels: keep a slice when it holds at least this many ROI voxels.
+
+    Returns:
+        The ``.npz`` contents of docs/architecture.md: ``images``, ``slice_index``, ``roi_area``,
+        ``spacing``.
+
+    Raises:
+        InputError: no slice holds ``min_roi_voxels`` ROI voxels.
+    """
+    orient = orientation(direction)
+    roi_lps = to_patient_axes(roi.astype(bool), orient)
+    spacing_lps = np.asarray(spacing, float)[list(orient.axes)]
+    counts = roi_lps.sum(axis=(0, 1))
+    keep = np.flatnonzero(counts >= min_roi_voxels)
+    if keep.size == 0:
+        raise InputError(
+            f"no axial slice holds >= {min_roi_voxels} ROI voxels (largest: {counts.max()})",
+            column="roi",
+        )
+    centre, half_mm = _square_box(roi_lps[:, :, keep], spacing_lps[:2], margin_mm)
+    channels = [to_patient_axes(v, orient) for v in volumes]
+    images = np.zeros((keep.size, len(channels), size, size), np.float16)
+    for i, k in enumerate(keep):
+        for c, channel in enumerate(channels):
+            plane = channel[:, :, k].astype(np.float32)
+            if mask_to_roi:
+                plane = np.where(roi_lps[:, :, k], plane, 0)
+            images[i, c] = _sample(plane, centre, half_mm, spacing_lps[:2], size)
+    n_axial = roi_lps.shape[2]
+    index = n_axial - 1 - keep if orient.flips[2] else keep
+    order = np.argsort(index)
+    return {
+        "images": images[order],
+        "slice_index": index[order].astype(np.int32),
+        "roi_area": (counts[keep] * spacing_lps[0] * spacing_lps[1])[order].astype(np.float32),
+        "spacing": np.asarray(spacing, np.float32),
+    }
+
+
+def crop_file(
+    images: Mapping[str, str | Path],
+    roi: str | Path,
+    out_path: str | Path,
+    *,
+    margin_mm: float = 10.0,
+    size: int = 224,
+    mask_to_roi: bool = False,
+    min_roi_voxels: int = 1,
+    patient: str | None = None,
+) -> None:
+    """Read a patient's preprocessed sequences and ROI, crop them and write the ``.npz`` atomically.
+
+    Args:
+        images: preprocessed image path per sequence (T1c grid).
+        roi: preprocessed ROI path.
+        out_path: ``results/crops/{cohort}/{patient}.npz``.
+        margin_mm: see :func:`crop_slices`.
+        size: see :func:`crop_slices`.
+        mask_to_roi: see :func:`crop_slices`.
+        min_roi_voxels: see :func:`crop_slices`.
+        patient: patient ID, for error messages.
+    """
+    column, path = "roi", roi
+    try:
+        roi_image = read_image(roi, mask=True)
+        arrays = []
+        for column in SEQUENCES:
+            path = images[column]
+            image = read_image(path)
+            if image.GetSize() != roi_image.GetSize():
+                raise InputError(f"size {image.GetSize()} differs from the ROI's grid")
+            arrays.append(sitk.GetArrayFromImage(image))
+        column, path = "roi", roi
+        crops = crop_slices(
+            np.stack(arrays),
+            sitk.GetArrayFromImage(roi_image),
+            roi_image.GetSpacing(),
+            roi_image.GetDirection(),
+            margin_mm=margin_mm,
+            size=size,
+            mask_to_roi=mask_to_roi,
+            min_roi_voxels=min_roi_voxels,
+        )
+    except InputError as err:
+        raise InputError(
+            err.reason, patient=patient, column=err.column or column, path=err.path or path
+        ) from err
+    log.info("%d axial slices with ROI, %dx%d", len(crops["slice_index"]), size, size)
+    with atomic_path(out_path) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, **crops)

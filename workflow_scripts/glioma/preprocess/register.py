@@ -1,0 +1,256 @@
+"""Rigid mutual-information registration of T1w, T2w and FLAIR onto the T1c grid (ANTsPy)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from glioma.constants import SEQUENCES
+from glioma.errors import InputError
+from glioma.io import atomic_path, read_image, write_image
+from glioma.preprocess import configure_threads
+
+log = logging.getLogger(__name__)
+
+#: The sequence every other sequence is registered to.
+REFERENCE = "t1c"
+#: Sequences registered to the reference, in order.
+MOVING = tuple(s for s in SEQUENCES if s != REFERENCE)
+#: Two grids are the same when spacing agrees to this relative tolerance ...
+SPACING_RTOL = 1e-3
+#: ... origins agree to this fraction of the finest voxel ...
+ORIGIN_VOXEL_TOL = 0.1
+#: ... and direction cosines to this absolute tolerance.
+DIRECTION_ATOL = 1e-3
+
+
+def to_ants(image: sitk.Image):
+    """Convert a SimpleITK image to ANTs, keeping origin, spacing and direction (both LPS)."""
+    import ants
+
+    # SimpleITK arrays are (z, y, x); ANTs arrays are in ITK index order (x, y, z).
+    array = np.ascontiguousarray(sitk.GetArrayFromImage(image).transpose(2, 1, 0))
+    return ants.from_numpy(
+        array,
+        origin=list(image.GetOrigin()),
+        spacing=list(image.GetSpacing()),
+        direction=np.asarray(image.GetDirection()).reshape(3, 3),
+    )
+
+
+@contextlib.contextmanager
+def _ants_seed(seed: int) -> Iterator[None]:
+    """Seed ANTs' random metric sampling in the block (ANTsPy keeps the seed in a global)."""
+    import ants
+
+    previous = ants.config._random_seed
+    ants.config._random_seed = int(seed)
+    try:
+        yield
+    finally:
+        ants.config._random_seed = previous
+
+
+def register_rigid(
+    fixed: sitk.Image,
+    moving: sitk.Image,
+    out_mat: str | Path,
+    *,
+    transform: str = "Rigid",
+    seed: int = 42,
+) -> sitk.Transform:
+    """Estimate the rigid transform that maps ``fixed`` points to ``moving`` points.
+
+    Mattes mutual information, so contrasts may differ; ANTs starts from the centres of mass.
+
+    Args:
+        fixed: the reference image (T1c).
+        moving: the image to align (T1w, T2w or FLAIR).
+        out_mat: where the ANTs/ITK ``.mat`` transform is written (atomically).
+        transform: ANTs transform type: ``Rigid``, ``QuickRigid`` or ``DenseRigid``.
+        seed: seed of the metric's random sampling (reproducible results).
+
+    Returns:
+        The transform, as SimpleITK reads it from ``out_mat`` (use it to resample ``moving``).
+    """
+    import ants
+
+    with tempfile.TemporaryDirectory(prefix="glioma_reg_") as tmp, _ants_seed(seed):
+        result = ants.registration(
+            to_ants(fixed), to_ants(moving), type_of_transform=transform, outprefix=f"{tmp}/"
+        )
+        (mat,) = result["fwdtransforms"]
+        with atomic_path(out_mat) as target:
+            shutil.copyfile(mat, target)
+    return sitk.ReadTransform(str(out_mat))
+
+
+def resample_onto(
+    image: sitk.Image,
+    reference: sitk.Image,
+    transform: sitk.Transform | None,
+    *,
+    label: bool = False,
+) -> sitk.Image:
+    """Resample ``image`` onto ``reference``'s grid in physical space (linear; nearest for labels).
+
+    Args:
+        image: image to resample.
+        reference: target grid.
+        transform: maps reference points to ``image`` points; None for identity (same space).
+        label: nearest neighbour and uint8 output, for masks.
+    """
+    transform = transform if transform is not None else sitk.Transform()
+    if label:
+        return sitk.Resample(
+            image, reference, transform, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8
+        )
+    return sitk.Resample(image, reference, transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+
+
+def same_grid(a: sitk.Image, b: sitk.Image) -> bool:
+    """Return True when two images share size, spacing, origin and direction (within tolerance)."""
+    if a.GetSize() != b.GetSize():
+        return False
+    spacing_a, spacing_b = np.asarray(a.GetSpacing()), np.asarray(b.GetSpacing())
+    if not np.allclose(spacing_a, spacing_b, rtol=SPACING_RTOL, atol=0):
+        return False
+    origin_tol = ORIGIN_VOXEL_TOL * float(spacing_b.min())
+    if np.abs(np.subtract(a.GetOrigin(), b.GetOrigin())).max() > origin_tol:
+        return False
+    return np.allclose(a.GetDirection(), b.GetDirection(), atol=DIRECTION_ATOL)
+
+
+def _describe(image: sitk.Image) -> str:
+    """Short text of an image's grid, for error messages."""
+    spacing = ", ".join(f"{s:.3g}" for s in image.GetSpacing())
+    origin = ", ".join(f"{o:.4g}" for o in image.GetOrigin())
+    return f"size {image.GetSize()}, spacing ({spacing}), origin ({origin})"
+
+
+def check_roi_grid(
+    roi: sitk.Image, images: Mapping[str, sitk.Image], roi_on: str, *, path: str | Path
+) -> None:
+    """Check the ROI lies on the grid of the sequence it was drawn on.
+
+    Raises:
+        InputError: naming column ``roi`` and the file; says which sequence's grid it does match.
+    """
+    if roi_on not in images:
+        raise InputError(f"roi_on is {roi_on!r}; expected one of {list(images)}", column="roi_on")
+    if same_grid(roi, images[roi_on]):
+        return
+    matches = [name for name, image in images.items() if same_grid(roi, image)]
+    hint = (
+        f"it matches the grid of {', '.join(matches)}: correct roi_on"
+        if matches
+        else "it matches no sequence's grid: resample the ROI onto the sequence it was drawn on"
+    )
+    raise InputError(
+        f"ROI grid ({_describe(roi)}) differs from the {roi_on} grid it was drawn on "
+        f"({_describe(images[roi_on])}); {hint}",
+        column="roi",
+        path=path,
+    )
+
+
+def register_images(
+    images: Mapping[str, sitk.Image],
+    roi: sitk.Image,
+    roi_on: str,
+    transform_paths: Mapping[str, str | Path],
+    *,
+    transform: str = "Rigid",
+    seed: int = 42,
+) -> dict[str, sitk.Image]:
+    """Register T1w, T2w and FLAIR to T1c and bring all sequences and the ROI onto the T1c grid.
+
+    Args:
+        images: N4-corrected images per sequence (native grids).
+        roi: tumour mask on the grid of ``roi_on``.
+        roi_on: the sequence the ROI was drawn on; the ROI follows that sequence's transform.
+        transform_paths: output ``.mat`` path for each sequence in ``MOVING``.
+        transform: ANTs rigid transform type.
+        seed: random seed of the metric sampling.
+
+    Returns:
+        Images on the T1c grid per sequence (float32) and ``roi`` (uint8 0/1).
+
+    Raises:
+        InputError: the ROI is empty after resampling (column ``roi``).
+    """
+    fixed = images[REFERENCE]
+    transforms: dict[str, sitk.Transform | None] = {REFERENCE: None}
+    out = {REFERENCE: sitk.Cast(fixed, sitk.sitkFloat32)}
+    for sequence in MOVING:
+        log.info("registering %s to %s (%s)", sequence, REFERENCE, transform)
+        transforms[sequence] = register_rigid(
+            fixed, images[sequence], transform_paths[sequence], transform=transform, seed=seed
+        )
+        out[sequence] = resample_onto(images[sequence], fixed, transforms[sequence])
+    out["roi"] = resample_onto(roi, fixed, transforms[roi_on], label=True)
+    voxels = int(sitk.GetArrayViewFromImage(out["roi"]).sum())
+    if voxels == 0:
+        raise InputError("ROI is empty on the T1c grid after registration", column="roi")
+    log.info("ROI on the T1c grid: %d voxels (drawn on %s)", voxels, roi_on)
+    return out
+
+
+def register_files(
+    images: Mapping[str, str | Path],
+    roi: str | Path,
+    roi_on: str,
+    outputs: Mapping[str, str | Path],
+    transforms: Mapping[str, str | Path],
+    *,
+    transform: str = "Rigid",
+    seed: int = 42,
+    threads: int = 1,
+    patient: str | None = None,
+) -> None:
+    """Read one patient's N4 images and raw ROI, register to T1c and write everything on its grid.
+
+    Args:
+        images: N4-corrected image path per sequence.
+        roi: raw ROI path (NIfTI, NRRD/.seg.nrrd or DICOM), on the grid of ``roi_on``.
+        roi_on: the sequence the ROI was drawn on.
+        outputs: output path per sequence and for ``roi``.
+        transforms: output ``.mat`` path per sequence in ``MOVING``.
+        transform: ANTs rigid transform type.
+        seed: random seed of the metric sampling.
+        threads: ITK threads.
+        patient: patient ID, for error messages.
+
+    Raises:
+        InputError: unreadable input, ROI on the wrong grid, or ROI empty; names patient, column
+            and file.
+    """
+    configure_threads(threads)
+    loaded = {}
+    for sequence in SEQUENCES:
+        try:
+            loaded[sequence] = read_image(images[sequence])
+        except InputError as err:
+            raise err.with_context(patient=patient, column=sequence) from err
+    try:
+        roi_image = read_image(roi, mask=True)
+        if not sitk.GetArrayViewFromImage(roi_image).any():
+            raise InputError("ROI is empty (no non-zero voxel)", column="roi", path=roi)
+        check_roi_grid(roi_image, loaded, roi_on, path=roi)
+        registered = register_images(
+            loaded, roi_image, roi_on, transforms, transform=transform, seed=seed
+        )
+    except InputError as err:
+        path = err.path if err.path is not None else roi
+        raise InputError(
+            err.reason, patient=patient, column=err.column or "roi", path=path
+        ) from err
+    for name, image in registered.items():
+        write_image(image, outputs[name])

@@ -1,0 +1,212 @@
+"""The run's one self-contained HTML page, ``results/report.html``.
+
+Every image is embedded as a base64 data URI and the CSS is inline. The page holds no script, and
+its Content-Security-Policy allows nothing but inline styles and ``data:`` images, so a browser
+opening it makes no request at all: the page works offline and leaks nothing about the patients.
+QC thumbnails open their full mosaic in a CSS ``:target`` lightbox, which needs no script.
+When the split leaks patients (``split.level: slice``), a banner at the top says so.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import pandas as pd
+import yaml
+
+import glioma
+from glioma.constants import SPLITS
+from glioma.errors import InputError
+from glioma.io import atomic_path
+from glioma.report import figures, table1, tables
+
+TEMPLATES = Path(__file__).parent / "templates"
+#: Packages whose versions the page lists (those absent from the report's environment say so).
+VERSION_PACKAGES = (
+    "torch",
+    "torchvision",
+    "timm",
+    "numpy",
+    "pandas",
+    "scipy",
+    "scikit-learn",
+    "SimpleITK",
+    "antspyx",
+    "nibabel",
+    "deepbet",
+    "hd-bet",
+    "pyarrow",
+    "matplotlib",
+    "jinja2",
+    "snakemake",
+)
+
+
+@dataclass(frozen=True)
+class ReportInputs:
+    """Paths of every stage output the page shows (contracts in docs/architecture.md)."""
+
+    sheet: Path
+    exclusions: Path
+    table1: Path
+    splits: Path
+    history: Path
+    model_config: Path
+    metrics: Path
+    predictions: Path
+    roc: Sequence[Path]
+    confusion: Sequence[Path]
+    qc: Sequence[Path]
+    config: Mapping[str, Any] = field(default_factory=dict)
+
+
+def package_versions(names: Sequence[str] = VERSION_PACKAGES) -> list[tuple[str, str]]:
+    """Return (name, version) of Python, the workflow library and each package in ``names``."""
+    rows = [("python", platform.python_version()), ("glioma", glioma.__version__)]
+    for name in names:
+        try:
+            rows.append((name, importlib.metadata.version(name)))
+        except importlib.metadata.PackageNotFoundError:
+            rows.append((name, "not installed in the report's environment"))
+    return rows
+
+
+def split_figures(paths: Sequence[Path], prefix: str) -> list[dict[str, str]]:
+    """Embed ``<prefix>_<split>.png`` figures in split order (train, val, test).
+
+    Raises:
+        InputError: a file name names no split, or the file is not an image.
+    """
+    found = {}
+    for path in map(Path, paths):
+        split = path.stem.removeprefix(f"{prefix}_")
+        if split not in SPLITS:
+            raise InputError(f"name should be {prefix}_<train|val|test>.png", path=path)
+        found[split] = path
+    return [
+        {"split": s, "label": tables.split_label(s), "uri": figures.image_uri(found[s])}
+        for s in SPLITS
+        if s in found
+    ]
+
+
+def qc_items(paths: Sequence[Path]) -> list[dict[str, str]]:
+    """Thumbnail and full mosaic of each ``results/qc/{cohort}/{patient}.png``, sorted."""
+    items = []
+    for path in sorted(map(Path, paths), key=lambda p: (p.parent.name, p.stem)):
+        cohort, patient = path.parent.name, path.stem
+        thumb = figures.data_uri(figures.thumbnail_jpeg(path), "image/jpeg")
+        items.append(
+            {
+                "cohort": cohort,
+                "patient": patient,
+                "anchor": f"qc-{cohort}-{patient}",
+                "thumb": thumb,
+                "full": figures.image_uri(path),
+            }
+        )
+    return items
+
+
+def summary(metrics: dict[str, Any], roc: list[dict[str, str]]) -> dict[str, Any]:
+    """Headline of the page: patient-level metrics and ROC of the test split (else the last).
+
+    Splits without patients (``n`` 0 or missing) are passed over; {} when none is left.
+    """
+    level = "patient" if metrics.get("patient") else "slice"
+    present = [s for s in SPLITS if ((metrics.get(level) or {}).get(s) or {}).get("n")]
+    if not present:
+        return {}
+    split = "test" if "test" in present else present[-1]
+    figure = next((f for f in roc if f["split"] == split), None)
+    rows = _frame(tables.table2({level: {split: metrics[level][split]}}, level))
+    return {"level": level, "split": tables.split_label(split), "table": rows, "roc": figure}
+
+
+def _read_text(path: str | Path) -> str:
+    """Read a UTF-8 text file, raising an InputError naming it when it cannot be read."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputError(f"cannot be read as UTF-8 text ({err})", path=path) from err
+
+
+def _frame(table: pd.DataFrame, *, group_first: bool = False) -> dict[str, Any]:
+    """A DataFrame as header and rows of strings, for the template's table macro.
+
+    Args:
+        table: the table.
+        group_first: blank the first cell where it repeats the row above (Table 1's variables).
+    """
+    rows = [[str(v) for v in row] for row in table.to_numpy()]
+    if group_first:
+        firsts = [row[0] for row in rows]
+        for row, above in zip(rows[1:], firsts, strict=False):
+            if row[0] == above:
+                row[0] = ""
+    return {"columns": [str(c) for c in table.columns], "rows": rows}
+
+
+def build_context(inputs: ReportInputs, curves_png: bytes) -> dict[str, Any]:
+    """Read every input and return what the template shows."""
+    sheet = tables.read_table(inputs.sheet, ("patient", "cohort", "class"))
+    exclusions = tables.read_table(inputs.exclusions, tables.EXCLUSION_COLUMNS)
+    splits = tables.read_splits(inputs.splits)
+    metrics = tables.read_metrics(inputs.metrics)
+    roc = split_figures(inputs.roc, "roc")
+    table1_frame = tables.read_table(inputs.table1, ("variable", "level", "Total"))
+    return {
+        "leaky": tables.is_leaky(splits, metrics),
+        "warning": str(metrics.get("warning") or ""),
+        "summary": summary(metrics, roc),
+        "flow": tables.cohort_flow(sheet, exclusions),
+        "exclusions": _frame(exclusions[list(tables.EXCLUSION_COLUMNS)]),
+        "table1": _frame(table1_frame, group_first=True),
+        "table1_footnote": table1.FOOTNOTE,
+        "split_sizes": _frame(tables.split_sizes(splits)),
+        "curves": figures.data_uri(curves_png, "image/png"),
+        "table2": {level: _frame(tables.table2(metrics, level)) for level in tables.LEVELS},
+        "roc": roc,
+        "confusion": split_figures(inputs.confusion, "confusion"),
+        "predictions": _frame(tables.read_predictions(inputs.predictions, sheet)),
+        "qc": qc_items(inputs.qc),
+        "config": yaml.safe_dump(dict(inputs.config), sort_keys=False) if inputs.config else "",
+        "model_config": _read_text(inputs.model_config),
+        "versions": package_versions(),
+        "platform": f"{platform.platform()}; {sys.implementation.name}",
+    }
+
+
+def render_html(context: Mapping[str, Any]) -> str:
+    """Render the page template with ``context`` (every value escaped unless marked safe)."""
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    return environment.get_template("report.html.j2").render(**context)
+
+
+def write_report(inputs: ReportInputs, html_path: str | Path, curves_path: str | Path) -> None:
+    """Draw the training curves, then write them and the HTML page atomically.
+
+    Args:
+        inputs: the stage outputs to show.
+        html_path: the page, ``results/report.html``.
+        curves_path: the training-curves PNG (also embedded in the page).
+    """
+    curves = figures.training_curves_png(figures.read_history(inputs.history))
+    html = render_html(build_context(inputs, curves))
+    with atomic_path(curves_path) as tmp:
+        Path(tmp).write_bytes(curves)
+    with atomic_path(html_path) as tmp:
+        Path(tmp).write_text(html, encoding="utf-8")

@@ -1,0 +1,193 @@
+"""Tables of the HTML report, read from the stages' files and checked against their contracts.
+
+Each ``read_*`` function raises :class:`glioma.errors.InputError` naming the file, the column and,
+where there is one, the patient; each builder returns a DataFrame of display strings.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from glioma.constants import CLASSES, SPLITS, UNLABELLED_SPLIT
+from glioma.errors import InputError
+
+SLICE_SPLIT = "slice"
+LEVELS = ("patient", "slice")
+PROB_COLUMNS = tuple(f"p_{c}" for c in CLASSES)
+PREDICTION_COLUMNS = ("patient", "cohort", *PROB_COLUMNS, "predicted_class", "n_slices", "split")
+SPLIT_COLUMNS = ("patient", "cohort", "class", "split")
+EXCLUSION_COLUMNS = ("patient", "cohort", "scope", "reason")
+SPLIT_ORDER = (*SPLITS, SLICE_SPLIT, UNLABELLED_SPLIT)
+
+
+def read_table(path: str | Path, columns: tuple[str, ...], *, sep: str = "\t") -> pd.DataFrame:
+    """Read a TSV or CSV as strings (empty cells stay ""), checking ``columns`` are present.
+
+    Raises:
+        InputError: the file is missing or a column is.
+    """
+    if not Path(path).is_file():
+        raise InputError("file does not exist", path=path)
+    table = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
+    for column in columns:
+        if column not in table.columns:
+            raise InputError("required column is missing", column=column, path=path)
+    return table
+
+
+def _check_values(table: pd.DataFrame, column: str, allowed: tuple[str, ...], path: Path) -> None:
+    """Raise an InputError naming the first patient whose ``column`` is not in ``allowed``."""
+    bad = ~table[column].isin(allowed)
+    if bad.any():
+        row = table[bad].iloc[0]
+        raise InputError(
+            f"value {row[column]!r} is not one of {', '.join(a or 'empty' for a in allowed)}",
+            patient=row["patient"],
+            column=column,
+            path=path,
+        )
+
+
+def cohort_flow(sheet: pd.DataFrame, exclusions: pd.DataFrame) -> dict[str, int]:
+    """Count patients at each step: in the sheet, excluded, processed, unlabelled, labelled."""
+    not_processed = int((exclusions["scope"] == "all").sum())
+    unlabelled = int((sheet["class"] == "").sum())
+    return {
+        "in_sheet": len(sheet) + not_processed,
+        "excluded": not_processed,
+        "processed": len(sheet),
+        "unlabelled": unlabelled,
+        "labelled": len(sheet) - unlabelled,
+    }
+
+
+def read_splits(path: str | Path) -> pd.DataFrame:
+    """Read ``results/splits.tsv``, checking its split names and classes."""
+    splits = read_table(path, SPLIT_COLUMNS)
+    _check_values(splits, "split", SPLIT_ORDER, Path(path))
+    _check_values(splits, "class", ("", *CLASSES), Path(path))
+    return splits
+
+
+def is_leaky(splits: pd.DataFrame, metrics: dict[str, Any]) -> bool:
+    """True when slices of one patient may sit in several splits (``split.level: slice``)."""
+    return bool((splits["split"] == SLICE_SPLIT).any() or metrics.get("leaky_split"))
+
+
+def split_sizes(splits: pd.DataFrame) -> pd.DataFrame:
+    """Patients per cohort and class (rows) and split (columns), with totals."""
+    table = splits.assign(**{"class": splits["class"].replace("", "unlabelled")})
+    counts = pd.crosstab(
+        [table["cohort"], table["class"]], table["split"], margins=True, margins_name="Total"
+    )
+    order = [s for s in SPLIT_ORDER if s in counts.columns] + ["Total"]
+    counts = counts[order].rename_axis(index=["cohort", "class"], columns=None).reset_index()
+    rank = {name: i for i, name in enumerate([*CLASSES, "unlabelled"])}
+    # Classes in model order within each cohort, and the margin row last.
+    key = pd.DataFrame(
+        {"margin": counts.index == len(counts) - 1, "cohort": counts["cohort"]}
+    ).assign(rank=counts["class"].map(rank).fillna(len(rank)))
+    return counts.loc[key.sort_values(["margin", "cohort", "rank"]).index].reset_index(drop=True)
+
+
+def read_metrics(path: str | Path) -> dict[str, Any]:
+    """Read ``metrics.json``, checking it holds a patient or slice level of splits."""
+    try:
+        metrics = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise InputError(f"cannot be read as JSON ({err})", path=path) from err
+    if not isinstance(metrics, dict) or not any(isinstance(metrics.get(x), dict) for x in LEVELS):
+        raise InputError("holds no 'patient' or 'slice' level of metrics", path=path)
+    for level in LEVELS:
+        for split, values in (metrics.get(level) or {}).items():
+            if not isinstance(values, dict):
+                raise InputError(f"{level}.{split} is not an object", column=split, path=path)
+    return metrics
+
+
+def _num(value: Any, digits: int = 3) -> str:
+    """Format a metric, ``n/a`` when it is null or not finite."""
+    if value is None or isinstance(value, bool):
+        return "n/a"
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return "n/a"
+    return f"{number:.{digits}f}" if math.isfinite(number) else "n/a"
+
+
+def _auc_ci(values: dict[str, Any]) -> str:
+    """AUC with its 95% CI, e.g. ``0.912 (0.850-0.960)``."""
+    auc = _num(values.get("auc"))
+    low, high = _num(values.get("auc_ci_low")), _num(values.get("auc_ci_high"))
+    return auc if "n/a" in (auc, low, high) else f"{auc} ({low}-{high})"
+
+
+def split_label(split: str) -> str:
+    """Display name of a split; the training split says its figures are on training data."""
+    return "train (training data: optimistic)" if split == "train" else split
+
+
+def table2(metrics: dict[str, Any], level: str) -> pd.DataFrame:
+    """Table 2 at one level: a row per split and class (n, accuracy, macro AUC, class metrics)."""
+    rows = []
+    for split in SPLITS:
+        values = (metrics.get(level) or {}).get(split)
+        if not values:
+            continue
+        classes = values.get("classes") or {}
+        for name in CLASSES:
+            per_class = classes.get(name) or {}
+            rows.append(
+                {
+                    "split": split_label(split),
+                    "n": str(values.get("n", "n/a")),
+                    "accuracy": _num(values.get("accuracy")),
+                    "macro AUC": _num(values.get("macro_auc")),
+                    "class": name,
+                    "AUC (95% CI)": _auc_ci(per_class),
+                    "precision": _num(per_class.get("precision")),
+                    "recall": _num(per_class.get("recall")),
+                    "F1": _num(per_class.get("f1")),
+                    "average precision": _num(per_class.get("average_precision")),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def read_predictions(path: str | Path, sheet: pd.DataFrame) -> pd.DataFrame:
+    """Read ``predictions.csv`` and add each patient's true class from the sheet, sorted.
+
+    Raises:
+        InputError: a column is missing, a predicted class is unknown, or a probability is not a
+            number in [0, 1]; names the patient, the column and the file.
+    """
+    path = Path(path)
+    table = read_table(path, PREDICTION_COLUMNS, sep=",")
+    _check_values(table, "predicted_class", CLASSES, path)
+    for column in PROB_COLUMNS:
+        values = pd.to_numeric(table[column], errors="coerce")
+        bad = ~values.between(0, 1)
+        if bad.any():
+            row = table[bad].iloc[0]
+            raise InputError(
+                f"value {row[column]!r} is not a probability",
+                patient=row["patient"],
+                column=column,
+                path=path,
+            )
+        table[column] = values.map(lambda v: f"{v:.3f}")
+    truth = sheet.set_index(["cohort", "patient"])["class"]
+    keys = pd.MultiIndex.from_frame(table[["cohort", "patient"]])
+    table["class"] = truth.reindex(keys).fillna("").to_numpy()
+    table["correct"] = [
+        "" if not c else ("yes" if c == p else "no")
+        for c, p in zip(table["class"], table["predicted_class"], strict=True)
+    ]
+    columns = ["cohort", "patient", "split", "class", "predicted_class", "correct"]
+    return table[[*columns, *PROB_COLUMNS, "n_slices"]].sort_values(["cohort", "patient"])

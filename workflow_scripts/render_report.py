@@ -1,0 +1,30 @@
+"""Rule adapter: the run's self-contained HTML report and its training-curves figure."""
+
+from pathlib import Path
+
+from glioma.logs import setup_logging
+from glioma.report.html import ReportInputs, write_report
+
+
+def main(smk) -> None:
+    """Gather the stage outputs named in ``smk.input`` into ``smk.output.html``."""
+    log = setup_logging(smk.log[0])
+    inputs = ReportInputs(
+        sheet=Path(smk.input.sheet),
+        exclusions=Path(smk.input.exclusions),
+        table1=Path(smk.input.table1),
+        splits=Path(smk.input.splits),
+        history=Path(smk.input.history),
+        model_config=Path(smk.input.model_config),
+        metrics=Path(smk.input.metrics),
+        predictions=Path(smk.input.predictions),
+        roc=[Path(p) for p in smk.input.roc],
+        confusion=[Path(p) for p in smk.input.confusion],
+        qc=[Path(p) for p in smk.input.qc],
+        config=dict(smk.params.config),
+    )
+    write_report(inputs, smk.output.html, smk.output.curves)
+    log.info("wrote %s (%d QC mosaics)", smk.output.html, len(inputs.qc))
+
+
+main(snakemake)
