@@ -1,6 +1,7 @@
 """Image reading and atomic writing."""
 
 import gzip
+import os
 from pathlib import Path
 
 import numpy as np
@@ -146,3 +147,12 @@ def test_write_image_atomic_and_readable(tmp_path: Path) -> None:
     write_image(_volume(np.float32), target)
     assert read_image(target).GetSize() == (8, 7, 6)
     assert [p.name for p in tmp_path.iterdir()] == ["out.nii.gz"]
+
+
+def test_atomic_path_gives_normal_permissions(tmp_path: Path) -> None:
+    target = tmp_path / "table.tsv"
+    with atomic_path(target) as tmp:
+        tmp.write_text("a\tb\n")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask
