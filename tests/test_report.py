@@ -87,28 +87,15 @@ def fake_metrics() -> dict:
     return out
 
 
-def make_run(root: Path, *, level: str = "patient", leaky_flag: bool = False) -> html.ReportInputs:
-    """Write every input of the report in the formats of docs/architecture.md."""
-    split_of = {p: ("slice" if level == "slice" and c else s) for _, p, c, s in PATIENTS}
+def write_cohort(root: Path, split_of: dict[str, str]) -> Path:
+    """Write samples.tsv, exclusions.tsv, table1.tsv and splits.tsv; return the cohort folder."""
     rows = [
-        {
-            "patient": p,
-            "cohort": co,
-            "t1w": f"/d/{p}/t1w.nii.gz",
-            "t1c": "x",
-            "t2w": "x",
-            "flair": "x",
-            "roi": "x",
-            "roi_on": "flair",
-            "idh": "",
-            "codeletion": "",
-            "grade": "4" if c == "IDHwt" else "2",
-            "age": str(40 + i),
-            "sex": "MF"[i % 2],
-            "class": c,
-        }
+        {"patient": p, "cohort": co, "t1w": f"/d/{p}/t1w.nii.gz", "t1c": "x", "t2w": "x",
+         "flair": "x", "roi": "x", "roi_on": "flair", "idh": "", "codeletion": "",
+         "grade": "4" if c == "IDHwt" else "2", "age": str(40 + i), "sex": "MF"[i % 2],
+         "class": c}
         for i, (co, p, c, _) in enumerate(PATIENTS)
-    ]
+    ]  # fmt: skip
     cohort_dir = root / "results/cohort"
     cohort_dir.mkdir(parents=True)
     pd.DataFrame(rows).to_csv(cohort_dir / "samples.tsv", sep="\t", index=False)
@@ -124,20 +111,29 @@ def make_run(root: Path, *, level: str = "patient", leaky_flag: bool = False) ->
     pd.DataFrame(splits, columns=["patient", "cohort", "class", "split"]).to_csv(
         root / "results/splits.tsv", sep="\t", index=False
     )
+    return cohort_dir
+
+
+def write_model(root: Path) -> Path:
+    """Write history.csv and config.yaml; return the model folder."""
     model = root / "results/model"
     model.mkdir()
-    pd.DataFrame(
-        {
-            "epoch": [1, 2, 3],
-            "train_loss": [1.1, 0.9, 0.7],
-            "val_loss": [1.0, 0.95, 0.9],
-            "val_slice_macro_auc": [0.6, 0.65, None],
-            "val_patient_macro_auc": [0.62, 0.7, 0.74],
-            "lr": [1e-3, 8e-4, 5e-4],
-            "seconds": [2.0, 2.1, 2.0],
-        }
-    ).to_csv(model / "history.csv", index=False)
+    history = {
+        "epoch": [1, 2, 3],
+        "train_loss": [1.1, 0.9, 0.7],
+        "val_loss": [1.0, 0.95, 0.9],
+        "val_slice_macro_auc": [0.6, 0.65, None],
+        "val_patient_macro_auc": [0.62, 0.7, 0.74],
+        "lr": [1e-3, 8e-4, 5e-4],
+        "seconds": [2.0, 2.1, 2.0],
+    }
+    pd.DataFrame(history).to_csv(model / "history.csv", index=False)
     (model / "config.yaml").write_text("model:\n  name: tiny_swin <script>\n", encoding="utf-8")
+    return model
+
+
+def write_evaluation(root: Path, split_of: dict[str, str], leaky_flag: bool) -> Path:
+    """Write metrics.json, the ROC and confusion figures and predictions.csv."""
     metrics = {"patient": fake_metrics(), "slice": fake_metrics()}
     if leaky_flag:
         metrics |= {"leaky_split": True, "warning": "slices of one patient in several splits"}
@@ -147,8 +143,7 @@ def make_run(root: Path, *, level: str = "patient", leaky_flag: bool = False) ->
     for split in SPLITS:
         (mdir / f"roc_{split}.png").write_bytes(png(MAGENTA, f"ROC {split}"))
         (mdir / f"confusion_{split}.png").write_bytes(png("#e0f0ff", f"confusion {split}"))
-    rng = np.random.default_rng(0)
-    probs = rng.dirichlet(np.ones(3), size=len(PATIENTS))
+    probs = np.random.default_rng(0).dirichlet(np.ones(3), size=len(PATIENTS))
     predictions = pd.DataFrame(
         {
             "patient": [p for _, p, _, _ in PATIENTS],
@@ -161,12 +156,26 @@ def make_run(root: Path, *, level: str = "patient", leaky_flag: bool = False) ->
     )
     (root / "results/predictions").mkdir()
     predictions.to_csv(root / "results/predictions/predictions.csv", index=False)
+    return mdir
+
+
+def write_qc(root: Path) -> list[Path]:
+    """Write one plain-coloured 600x400 'mosaic' per patient, each its own colour."""
     qc = []
     for k, (co, p, _, _) in enumerate(PATIENTS):
         path = root / f"results/qc/{co}/{p}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.new("RGB", (600, 400), (20 * k, 120, 200)).save(path)
         qc.append(path)
+    return qc
+
+
+def make_run(root: Path, *, level: str = "patient", leaky_flag: bool = False) -> html.ReportInputs:
+    """Write every input of the report in the formats of docs/architecture.md."""
+    split_of = {p: ("slice" if level == "slice" and c else s) for _, p, c, s in PATIENTS}
+    cohort_dir = write_cohort(root, split_of)
+    model = write_model(root)
+    mdir = write_evaluation(root, split_of, leaky_flag)
     return html.ReportInputs(
         sheet=cohort_dir / "samples.tsv",
         exclusions=cohort_dir / "exclusions.tsv",
@@ -178,7 +187,7 @@ def make_run(root: Path, *, level: str = "patient", leaky_flag: bool = False) ->
         predictions=root / "results/predictions/predictions.csv",
         roc=[mdir / f"roc_{s}.png" for s in SPLITS],
         confusion=[mdir / f"confusion_{s}.png" for s in SPLITS],
-        qc=qc,
+        qc=write_qc(root),
         config={"samples": "x.tsv", "split": {"level": level}},
     )
 
