@@ -40,8 +40,18 @@ from glioma.model.train import make_loss, make_optimizer, make_scheduler, train_
 SWIN = "swin_tiny_patch4_window7_224"
 MODELS = {
     # The demo model of config.yaml.
-    "tiny": (SWIN, {"img_size": 64, "patch_size": 4, "window_size": 4, "embed_dim": 24,
-                    "depths": [1, 1], "num_heads": [1, 2]}, 64),
+    "tiny": (
+        SWIN,
+        {
+            "img_size": 64,
+            "patch_size": 4,
+            "window_size": 4,
+            "embed_dim": 24,
+            "depths": [1, 1],
+            "num_heads": [1, 2],
+        },
+        64,
+    ),
     # The default model for real cohorts.
     "swin_t": (SWIN, {}, 224),
 }
@@ -67,26 +77,41 @@ def write_shards(folder: Path, n_slices: int, size: int) -> pd.DataFrame:
     patients = [f"P{i // 10:04d}" for i in range(n_slices)]
     labels = rng.integers(0, len(CLASSES), n_slices // 10 + 1)
     images = rng.normal(size=(n_slices, 4, size, size)).astype("<f2")
-    table = pa.table({
-        "patient": patients, "cohort": ["BENCH"] * n_slices,
-        "slice_index": pa.array(np.arange(n_slices) % 10, pa.int32()),
-        "label": pa.array([labels[i // 10] for i in range(n_slices)], pa.int8()),
-        "class": [CLASSES[labels[i // 10]] for i in range(n_slices)],
-        "image": pa.FixedSizeBinaryArray.from_buffers(
-            pa.binary(4 * size * size * 2), n_slices, [None, pa.py_buffer(images)]),
-        "height": pa.array([size] * n_slices, pa.int16()),
-        "width": pa.array([size] * n_slices, pa.int16()),
-        "roi_area": pa.array([1.0] * n_slices, pa.float32()),
-        "spacing": pa.array([[1.0, 1.0, 1.0]] * n_slices, pa.list_(pa.float32(), 3)),
-        "preprocess_hash": ["bench"] * n_slices,
-    })
+    table = pa.table(
+        {
+            "patient": patients,
+            "cohort": ["BENCH"] * n_slices,
+            "slice_index": pa.array(np.arange(n_slices) % 10, pa.int32()),
+            "label": pa.array([labels[i // 10] for i in range(n_slices)], pa.int8()),
+            "class": [CLASSES[labels[i // 10]] for i in range(n_slices)],
+            "image": pa.FixedSizeBinaryArray.from_buffers(
+                pa.binary(4 * size * size * 2), n_slices, [None, pa.py_buffer(images)]
+            ),
+            "height": pa.array([size] * n_slices, pa.int16()),
+            "width": pa.array([size] * n_slices, pa.int16()),
+            "roi_area": pa.array([1.0] * n_slices, pa.float32()),
+            "spacing": pa.array([[1.0, 1.0, 1.0]] * n_slices, pa.list_(pa.float32(), 3)),
+            "preprocess_hash": ["bench"] * n_slices,
+        }
+    )
     folder.mkdir(parents=True)
-    pq.write_table(table, folder / "part-00000.parquet", row_group_size=50,
-                   use_dictionary=False, compression="zstd", compression_level=1)
+    pq.write_table(
+        table,
+        folder / "part-00000.parquet",
+        row_group_size=50,
+        use_dictionary=False,
+        compression="zstd",
+        compression_level=1,
+    )
     unique = sorted(set(patients))
-    return pd.DataFrame({"patient": unique, "cohort": "BENCH",
-                         "class": [CLASSES[labels[int(p[1:])]] for p in unique],
-                         "split": "train"})
+    return pd.DataFrame(
+        {
+            "patient": unique,
+            "cohort": "BENCH",
+            "class": [CLASSES[labels[int(p[1:])]] for p in unique],
+            "split": "train",
+        }
+    )
 
 
 def time_training(model, batches, device: torch.device, warmup: int) -> float:
@@ -96,8 +121,9 @@ def time_training(model, batches, device: torch.device, warmup: int) -> float:
     loss = make_loss(torch.ones(len(CLASSES), device=device), 0.1)
     kwargs = {"augment": AugmentSettings(), "generator": torch.Generator().manual_seed(0)}
     batches = iter(batches)
-    train_one_epoch(model, itertools.islice(batches, warmup), optimizer, scheduler, loss,
-                    device, **kwargs)
+    train_one_epoch(
+        model, itertools.islice(batches, warmup), optimizer, scheduler, loss, device, **kwargs
+    )
     if device.type == "cuda":
         torch.cuda.synchronize()
     row = train_one_epoch(model, batches, optimizer, scheduler, loss, device, **kwargs)
@@ -130,13 +156,28 @@ def bench(key: str, args: argparse.Namespace, device: torch.device, tmp: Path) -
     """All three measurements for one model."""
     model, size, params = prepare_model(key, device, args.compile)
     total = args.steps + args.warmup
-    row = {"model": key, "params": params, "size": size, "batch": args.batch_size,
-           "device": device.type, "workers": args.workers}
+    row = {
+        "model": key,
+        "params": params,
+        "size": size,
+        "batch": args.batch_size,
+        "device": device.type,
+        "workers": args.workers,
+    }
     row["model_slices_s"] = time_training(
-        model, synthetic_batches(total, args.batch_size, size), device, args.warmup)
+        model, synthetic_batches(total, args.batch_size, size), device, args.warmup
+    )
     splits = write_shards(tmp / key, total * args.batch_size, size)
-    loader = make_loader([tmp / key], splits, "train", batch_size=args.batch_size, shuffle=True,
-                         seed=0, num_workers=args.workers, buffer_size=4 * args.batch_size)
+    loader = make_loader(
+        [tmp / key],
+        splits,
+        "train",
+        batch_size=args.batch_size,
+        shuffle=True,
+        seed=0,
+        num_workers=args.workers,
+        buffer_size=4 * args.batch_size,
+    )
     row["loader_slices_s"] = time_loader(loader, args.steps, args.warmup)
     loader.dataset.set_epoch(1)
     row["end_to_end_slices_s"] = time_training(model, loader, device, args.warmup)

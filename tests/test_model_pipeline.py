@@ -211,7 +211,9 @@ def test_training_writes_model_folder(trained):
     assert history["train_loss"].iloc[-1] < history["train_loss"].iloc[0]
     best = torch.load(model / "best.pt", weights_only=True)
     last = torch.load(model / "last.pt", weights_only=True)
-    assert best["epoch"] == int(history.loc[history["val_patient_macro_auc"].idxmax(), "epoch"])
+    # Best = highest validation patient macro AUC, ties broken by the lowest validation loss.
+    ranked = history.sort_values(["val_patient_macro_auc", "val_loss"], ascending=[False, True])
+    assert best["epoch"] == int(ranked["epoch"].iloc[0])
     assert best["classes"] == list(CLASSES) and last["run"]["epoch"] == 3
     assert yaml.safe_load((model / "config.yaml").read_text()) == trained["config"]
 
@@ -440,3 +442,15 @@ def test_slice_level_split_is_marked_leaky(data, tmp_path):
     assert set(slices.loc[slices["class"] == "", "split"]) == {"unlabelled"}
     table = pd.read_csv(paths["tables"]["slice"], sep="\t", keep_default_na=False)
     assert table["note"].str.contains("LEAKY").all()
+
+
+def test_balanced_sampler_and_local_weights(trained, data, tmp_path):
+    # Start from the trained model's weights, with class-balanced sampling instead of weights.
+    config = make_config(
+        epochs=1, balance="sampler", pretrained_weights=str(trained["model"] / "best.pt")
+    )
+    state = train_classifier(data["shards"], data["splits"], tmp_path, config, progress=False)
+    assert [row["epoch"] for row in state.history] == [1]
+    # Fine-tuning starts from the trained weights: one epoch beats the first epoch from scratch.
+    scratch = pd.read_csv(trained["model"] / "history.csv")
+    assert state.history[0]["val_loss"] < scratch["val_loss"].iloc[0]

@@ -284,3 +284,17 @@ def test_config_hash_tracks_settings_and_files(tmp_path):
     assert a != checkpoint.config_hash({"lr": 2e-3}, [data])
     (data / "part-00001.parquet").write_bytes(b"y")
     assert a != checkpoint.config_hash({"lr": 1e-3}, [data])
+
+
+def test_monitor_prefers_auc_then_loss_then_latest():
+    from glioma.model.fit import monitor
+
+    nan = math.nan
+    row = {"epoch": 2, "val_loss": 0.5, "val_patient_macro_auc": 1.0}
+    better = {"epoch": 3, "val_loss": 0.4, "val_patient_macro_auc": 1.0}
+    assert tuple(monitor(better)[1]) > tuple(monitor(row)[1])
+    assert monitor({"epoch": 2, "val_loss": 0.5, "val_patient_macro_auc": nan})[0] == "-val_loss"
+    assert monitor({"epoch": 4, "val_loss": nan, "val_patient_macro_auc": nan}) == (
+        "epoch",
+        [4.0, 0.0],
+    )

@@ -29,6 +29,8 @@ from glioma.model.train import (
 
 log = logging.getLogger(__name__)
 
+#: history.csv columns; ``lr`` is the learning rate at the start of the epoch (it changes every
+#: step), ``seconds`` the epoch's training time.
 HISTORY_COLUMNS = (
     "epoch",
     "train_loss",
@@ -47,7 +49,7 @@ class RunState:
 
     epoch: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
-    best_score: float = -math.inf
+    best_score: list[float] = field(default_factory=lambda: [-math.inf, -math.inf])
     best_epoch: int = 0
     best_metric: str = ""
     bad_epochs: int = 0
@@ -55,18 +57,20 @@ class RunState:
     best_model: dict[str, torch.Tensor] | None = None
 
 
-def monitor(row: dict[str, float]) -> tuple[str, float]:
-    """The early-stopping score of an epoch (higher is better).
+def monitor(row: dict[str, float]) -> tuple[str, list[float]]:
+    """The early-stopping score of an epoch, compared lexicographically (higher is better).
 
-    Validation patient-level macro AUC; when it is undefined (no two classes in val) the
-    negative validation loss; when there is no validation slice at all, the epoch number, so
-    the latest model is kept.
+    Validation patient-level macro AUC, ties broken by the lower validation loss (a small
+    validation set often reaches AUC 1 early, and the first such epoch is rarely the best);
+    when the AUC is undefined (fewer than two classes in val), the negative validation loss;
+    when there is no validation slice at all, the epoch number, so the latest model is kept.
     """
+    loss = -row["val_loss"] if math.isfinite(row["val_loss"]) else -math.inf
     if math.isfinite(row["val_patient_macro_auc"]):
-        return "val_patient_macro_auc", row["val_patient_macro_auc"]
+        return "val_patient_macro_auc", [row["val_patient_macro_auc"], loss]
     if math.isfinite(row["val_loss"]):
-        return "-val_loss", -row["val_loss"]
-    return "epoch", float(row["epoch"])
+        return "-val_loss", [loss, 0.0]
+    return "epoch", [float(row["epoch"]), 0.0]
 
 
 def cpu_weights(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -196,14 +200,12 @@ def run_epoch(
 def update_best(state: RunState, row: dict[str, float], parts: Parts, patience: int) -> bool:
     """Record ``row``; return True when it is the best epoch so far."""
     metric, score = monitor(row)
-    improved = score > state.best_score or metric != state.best_metric
+    improved = tuple(score) > tuple(state.best_score) or metric != state.best_metric
     state.epoch = int(row["epoch"])
     state.history.append(row)
     if improved:
         state.best_score, state.best_epoch, state.best_metric = score, state.epoch, metric
-        state.best_model = {
-            k: v.detach().cpu().clone() for k, v in parts.model.state_dict().items()
-        }
+        state.best_model = cpu_weights(parts.model)
         state.bad_epochs = 0
     else:
         state.bad_epochs += 1

@@ -11,7 +11,7 @@ from matplotlib.axes import Axes
 
 # The object API renders with Agg without touching pyplot's global state or a display.
 from matplotlib.figure import Figure
-from sklearn.metrics import roc_curve
+from sklearn.metrics import roc_auc_score, roc_curve
 
 from glioma.constants import CLASSES
 from glioma.io import atomic_path
@@ -23,7 +23,7 @@ LEVELS = ("patient", "slice")
 def _save(figure: Figure, path: str | Path) -> None:
     """Write a figure atomically."""
     with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+        figure.savefig(tmp, format="png", dpi=120)
 
 
 def _roc_panel(axis: Axes, frame: pd.DataFrame, level: str) -> None:
@@ -36,7 +36,8 @@ def _roc_panel(axis: Axes, frame: pd.DataFrame, level: str) -> None:
         if not 0 < positive.sum() < len(labels):
             continue
         fpr, tpr, _ = roc_curve(positive, frame[PROB_COLUMNS[k]].to_numpy())
-        axis.plot(fpr, tpr, label=f"{name} (n+={int(positive.sum())})")
+        auc = roc_auc_score(positive, frame[PROB_COLUMNS[k]].to_numpy())
+        axis.plot(fpr, tpr, label=f"{name}: AUC {auc:.3f} (n+={int(positive.sum())})")
         drawn += 1
     if drawn:
         axis.legend(loc="lower right", fontsize=8)
@@ -60,7 +61,7 @@ def plot_roc(frames: dict[str, pd.DataFrame], path: str | Path, *, title: str) -
         path: the PNG to write.
         title: figure title (names the split and whether it is training data).
     """
-    figure = Figure(figsize=(10, 5))
+    figure = Figure(figsize=(11, 5.5), layout="constrained")
     axes = figure.subplots(1, 2)
     for axis, level in zip(axes, LEVELS, strict=True):
         _roc_panel(axis, frames[level], level)
@@ -85,7 +86,7 @@ def _confusion_panel(axis: Axes, matrix: list[list[int]] | None, level: str) -> 
 
 def plot_confusion(document: dict[str, Any], split: str, path: str | Path, *, title: str) -> None:
     """Write the confusion matrices of one split (patient left, slice right) from metrics.json."""
-    figure = Figure(figsize=(10, 4.5))
+    figure = Figure(figsize=(12, 5), layout="constrained")
     axes = figure.subplots(1, 2)
     for axis, level in zip(axes, LEVELS, strict=True):
         _confusion_panel(axis, document[level][split]["confusion_matrix"], level)
