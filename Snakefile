@@ -8,8 +8,15 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/cohort.smk"
+include: "rules/preprocess.smk"
+include: "rules/dataset.smk"
+include: "rules/model.smk"
+include: "rules/report.smk"
 
 
 rule all:

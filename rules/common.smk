@@ -73,5 +73,13 @@ def crops_of_cohort(wildcards):
 
 
 def final_targets():
-    """Everything `rule all` asks for."""
-    return [SHEET, EXCLUSIONS]
+    """Everything `rule all` asks for: QC pictures, tables, metrics, predictions, the report."""
+    return [
+        SHEET,
+        EXCLUSIONS,
+        *per_patient("results/qc/{cohort}/{patient}.png"),
+        "results/cohort/table1.md",
+        "results/metrics/metrics.json",
+        "results/predictions/predictions.csv",
+        "results/report.html",
+    ]

@@ -12,7 +12,12 @@ rule train_classifier:
     output:
         best="results/model/best.pt",
         last="results/model/last.pt",
-        history="results/model/history.csv",
+        history=report(
+            "results/model/history.csv",
+            caption="../report/history.rst",
+            category="Training",
+            labels={"table": "training history"},
+        ),
         config="results/model/config.yaml",
     log:
         "logs/train_classifier.log",
@@ -63,8 +68,26 @@ rule evaluate_model:
         metrics="results/metrics/metrics.json",
         table_patient="results/metrics/table2_patient.tsv",
         table_slice="results/metrics/table2_slice.tsv",
-        roc=expand("results/metrics/roc_{split}.png", split=SPLITS),
-        confusion=expand("results/metrics/confusion_{split}.png", split=SPLITS),
+        roc=[
+            report(
+                f"results/metrics/roc_{split}.png",
+                caption="../report/roc.rst",
+                category="Evaluation",
+                subcategory="ROC curves",
+                labels={"figure": "ROC", "split": split},
+            )
+            for split in SPLITS
+        ],
+        confusion=[
+            report(
+                f"results/metrics/confusion_{split}.png",
+                caption="../report/confusion.rst",
+                category="Evaluation",
+                subcategory="Confusion matrices",
+                labels={"figure": "confusion matrix", "split": split},
+            )
+            for split in SPLITS
+        ],
     log:
         "logs/evaluate_model.log",
     benchmark:
