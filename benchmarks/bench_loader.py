@@ -6,7 +6,8 @@ Writes synthetic brain-like 4xHxW float16 slices (smooth tissue inside an ellips
 so they compress like real skull-stripped slices) as shards with each codec and as one flat
 binary file per shard, then times, on one core and from the page cache (best of ``--repeats``):
 
-- raw bytes: ``readinto`` of the flat files in row-group-sized chunks (no conversion);
+- raw bytes: ``readinto`` of the flat files in row-group-sized chunks (no conversion), against
+  SliceDataset yielding float16 views (no conversion either);
 - raw + tensors / batches: the same, plus the float16 -> float32 tensors the loader also makes
   (one per slice as SliceDataset yields, or batches of 64 as make_loader returns);
 - SliceDataset without and with shuffling, and make_loader batches of 64.
@@ -126,19 +127,15 @@ def raw_reader(files: list[Path], size: int, mode: str) -> Callable[[], int]:
     return run
 
 
-def best_rate(run: Callable[[], int], repeats: int) -> float:
-    """Return the best slices/s of ``repeats`` runs after one warm-up run (page cache)."""
-    run()
-    rates = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        count = run()
-        rates.append(count / (time.perf_counter() - start))
-    return max(rates)
+def rate(run: Callable[[], int]) -> float:
+    """Return the slices/s of one run."""
+    start = time.perf_counter()
+    count = run()
+    return count / (time.perf_counter() - start)
 
 
-def time_codec(folders: list[Path], codec: str, repeats: int) -> list[tuple[str, float]]:
-    """Return (reader, slices/s) for the loader paths over one codec's shards."""
+def codec_runners(folders: list[Path], codec: str) -> dict[str, Callable[[], int]]:
+    """Return the loader paths over one codec's shards, each as a function counting slices."""
     files = shard_files(folders)
     splits = pd.DataFrame(
         {
@@ -148,20 +145,29 @@ def time_codec(folders: list[Path], codec: str, repeats: int) -> list[tuple[str,
             "split": "train",
         }
     )
-    readers = {
-        "SliceDataset": SliceDataset(files, None),
-        "SliceDataset shuffle (buffer 512)": SliceDataset(files, None, shuffle=True),
-        "make_loader batches of 64, shuffle": make_loader(
-            folders, splits, "train", batch_size=BATCH, shuffle=True, seed=0
+    plain = SliceDataset(files, None)
+    half = SliceDataset(files, None, image_dtype=torch.float16)
+    shuffled = SliceDataset(files, None, shuffle=True)
+    loader = make_loader(folders, splits, "train", batch_size=BATCH, shuffle=True, seed=0)
+    return {
+        f"SliceDataset float16 (no conversion), {codec}": lambda: sum(1 for _ in half),
+        f"SliceDataset, {codec}": lambda: sum(1 for _ in plain),
+        f"SliceDataset shuffle (buffer 512), {codec}": lambda: sum(1 for _ in shuffled),
+        f"make_loader batches of 64, shuffle, {codec}": lambda: sum(
+            len(batch["label"]) for batch in loader
         ),
     }
 
-    def count(reader) -> Callable[[], int]:
-        if isinstance(reader, SliceDataset):
-            return lambda: sum(1 for _ in reader)
-        return lambda: sum(len(batch["label"]) for batch in reader)
 
-    return [(f"{name}, {codec}", best_rate(count(r), repeats)) for name, r in readers.items()]
+def measure(runners: dict[str, Callable[[], int]], repeats: int) -> dict[str, list[float]]:
+    """Return slices/s per runner and round; rounds interleave every runner (shared load)."""
+    for run in runners.values():
+        run()  # warm-up: page cache, allocator
+    rates: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(repeats):
+        for name, run in runners.items():
+            rates[name].append(rate(run))
+    return rates
 
 
 def main() -> None:
@@ -169,37 +175,45 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--slices", type=int, default=1000)
     parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--codecs", default="zstd,lz4,none")
     args = parser.parse_args()
     torch.set_num_threads(1)
     pa.set_cpu_count(1)
     pa.set_io_thread_count(1)
     warnings.simplefilter("ignore", UserWarning)
-    codecs = args.codecs.split(",")
     slices = brain_slices(args.slices, args.size)
-    slice_bytes = slices[0].nbytes
-    raw_total = slices.nbytes
+    slice_bytes, raw_total = slices[0].nbytes, slices.nbytes
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
-        folders = write_data(Path(tmp), slices, codecs)
+        folders = write_data(Path(tmp), slices, args.codecs.split(","))
         del slices
-        raw = best_rate(raw_reader(folders["raw"], args.size, "bytes"), args.repeats)
-        rows = [("raw bytes (readinto, no conversion)", "1.00", raw)]
-        for mode in ("tensors", "batches"):
-            rate = best_rate(raw_reader(folders["raw"], args.size, mode), args.repeats)
-            rows.append((f"raw bytes + float32 {mode}", "1.00", rate))
-        for codec in codecs:
-            stored = sum(f.stat().st_size for f in shard_files(folders[codec])) / raw_total
-            rows += [
-                (name, f"{stored:.2f}", rate)
-                for name, rate in time_codec(folders[codec], codec, args.repeats)
-            ]
+        runners = {
+            f"raw bytes + float32 {mode}" if mode != "bytes" else "raw bytes": raw_reader(
+                folders["raw"], args.size, mode
+            )
+            for mode in ("bytes", "tensors", "batches")
+        }
+        stored = {"raw": 1.0}
+        for codec in args.codecs.split(","):
+            runners |= codec_runners(folders[codec], codec)
+            files = shard_files(folders[codec])
+            stored[codec] = sum(f.stat().st_size for f in files) / raw_total
+        rates = measure(runners, args.repeats)
+    report(rates, stored, args, slice_bytes)
+
+
+def report(rates: dict[str, list[float]], stored: dict[str, float], args, slice_bytes: int) -> None:
+    """Print the markdown table: median slices/s and median per-round ratio to raw bytes."""
     print(f"{args.slices} slices of 4x{args.size}x{args.size} float16 ", end="")
-    print(f"({slice_bytes / 1e3:.0f} kB each), {SHARDS} shards, one core, page cache\n")
-    print("| reader | stored / raw bytes | slices/s | % of raw bytes |")
+    print(f"({slice_bytes / 1e3:.0f} kB each), {SHARDS} shards, one core, page cache, ", end="")
+    print(f"median of {args.repeats} interleaved rounds\n")
+    print("| reader | stored / raw bytes | slices/s | % of raw bytes (same round) |")
     print("|---|---|---|---|")
-    for name, size, rate in rows:
-        print(f"| {name} | {size} | {rate:,.0f} | {100 * rate / raw:.0f}% |")
+    raw = np.array(rates["raw bytes"])
+    for name, values in rates.items():
+        codec = name.rsplit(", ", 1)[-1] if ", " in name else "raw"
+        ratio = np.median(np.array(values) / raw)
+        print(f"| {name} | {stored[codec]:.2f} | {np.median(values):,.0f} | {100 * ratio:.0f}% |")
 
 
 if __name__ == "__main__":

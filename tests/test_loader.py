@@ -273,5 +273,5 @@ def test_memory_stays_flat_as_shards_are_added(tmp_path: Path) -> None:
     large = _peaks(shard_files(dirs))
     row_group = 50 * 4 * 64 * 64 * 2  # 1.6 MB
     assert large[0] < 1.5 * small[0] + 200_000, (small, large)  # Python objects and numpy
-    assert large[1] <= 4 * row_group, (small, large)  # Arrow: a few row groups in flight
+    assert large[1] <= 4 * row_group, (small, large)  # Arrow: a few row groups, of 40
     assert large[2] < small[2] + 8_000_000, (small, large)  # tensors (RSS)

@@ -8,11 +8,8 @@ views into the window's row groups, so nothing is copied before the batch is mad
 about two windows per worker, whatever the number of shards. Do not use ``persistent_workers``:
 workers copy the dataset when they start, and ``set_epoch`` must reach them.
 
-Class balance (``balance=True``, :mod:`glioma.dataset.sampling`) keeps one reservoir per class
-(``buffer_size`` slices in all) and, for every slice read, owes one draw to a class picked
-uniformly among the classes of the worker's rows (found first from the small label column), paid
-with replacement from that class's reservoir: minority slices are repeated and majority slices
-thinned, and an epoch has as many slices as the unbalanced one.
+Class balance (``balance=True``) is described in :mod:`glioma.dataset.sampling`: per-class
+reservoirs, draws with replacement, an epoch as long as the unbalanced one.
 """
 
 from __future__ import annotations
@@ -220,7 +217,7 @@ def split_keys(
     ratios: Mapping[str, float] | None = None,
     split_seed: int | None = None,
 ) -> KeyFilter:
-    """Return the row filter of ``split`` (one of train, val, test, unlabelled, all).
+    """Return the row filter of ``split``: train, val, test, unlabelled or all.
 
     Under ``split.level: slice`` (split column ``slice``) a labelled slice's split is drawn at
     load time from (``split_seed``, cohort, patient, slice_index) with ``ratios`` (then required).
@@ -244,6 +241,12 @@ def split_keys(
     return SplitKeys(patients, slice_patients, split, check_ratios(ratios), int(split_seed))
 
 
+def manifest_labels(splits: pd.DataFrame) -> dict[tuple[str, str], int]:
+    """Return (cohort, patient) -> class index (-1 unlabelled) of a split manifest."""
+    rows = zip(splits["cohort"], splits["patient"], splits["class"], strict=True)
+    return {(cohort, patient): class_index(name) for cohort, patient, name in rows}
+
+
 def make_loader(
     shard_dirs: Sequence[str | Path],
     splits: pd.DataFrame,
@@ -261,9 +264,8 @@ def make_loader(
 ) -> DataLoader:
     """Return a DataLoader over one split of the shards.
 
-    Batches are dicts: image (B, 4, H, W) float32, label (B,) int64, patient list[str],
-    cohort list[str], slice_index (B,) int64. Call ``loader.dataset.set_epoch(epoch)`` before each
-    epoch to reshuffle.
+    Batches (dicts): image (B, 4, H, W) float32, label (B,) int64, patient list[str], cohort
+    list[str], slice_index (B,) int64. Call ``loader.dataset.set_epoch(epoch)`` every epoch.
 
     Args:
         shard_dirs: ``results/shards/{cohort}`` folders.
@@ -275,12 +277,6 @@ def make_loader(
             slice-level (split column ``slice``).
     """
     keys = split_keys(splits, split, ratios=ratios, split_seed=split_seed)
-    labels = {
-        (cohort, patient): class_index(name)
-        for cohort, patient, name in zip(
-            splits["cohort"], splits["patient"], splits["class"], strict=True
-        )
-    }
     dataset = SliceDataset(
         shard_files(shard_dirs),
         keys,
@@ -289,7 +285,7 @@ def make_loader(
         balance=balance,
         buffer_size=buffer_size,
         labelled_only=labelled_only and split != UNLABELLED_SPLIT,
-        labels=labels,
+        labels=manifest_labels(splits),
         image_dtype=torch.float16,
     )
     return DataLoader(

@@ -76,9 +76,9 @@ def _keep(
 
 def _images(parquet: pq.ParquetFile, group: int, meta: pa.Table) -> torch.Tensor:
     """Return a row group's images as a float16 (n, 4, H, W) tensor viewing Arrow's buffer."""
-    column = (
-        parquet.read_row_group(group, columns=[IMAGE_COLUMN]).column(IMAGE_COLUMN).combine_chunks()
-    )
+    chunks = parquet.read_row_group(group, columns=[IMAGE_COLUMN]).column(IMAGE_COLUMN)
+    # combine_chunks() copies even a single chunk: a full extra pass over the images.
+    column = chunks.chunk(0) if chunks.num_chunks == 1 else chunks.combine_chunks()
     height, width = int(meta.column("height")[0].as_py()), int(meta.column("width")[0].as_py())
     byte_width = column.type.byte_width
     array = np.frombuffer(
@@ -88,7 +88,8 @@ def _images(parquet: pq.ParquetFile, group: int, meta: pa.Table) -> torch.Tensor
         offset=column.offset * byte_width,
     ).reshape(len(column), len(SEQUENCES), height, width)
     with warnings.catch_warnings():
-        # Arrow's buffer is read-only; the tensor is only ever copied (.float(), .clone()).
+        # Arrow's buffer is read-only; the tensor is only ever read (copied by .to(), .clone(),
+        # copy_() into a batch), never written.
         warnings.simplefilter("ignore", UserWarning)
         return torch.from_numpy(array)
 

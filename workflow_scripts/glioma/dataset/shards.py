@@ -56,6 +56,16 @@ class Crop:
     spacing: np.ndarray  # float32 (3,)
 
 
+def _check_shape(
+    array: np.ndarray, expected: tuple[int, ...], *, patient: str, key: str, path: Path
+) -> None:
+    """Raise when ``array`` does not have the ``expected`` shape."""
+    if array.shape != expected:
+        raise InputError(
+            f"has shape {array.shape}; expected {expected}", patient=patient, column=key, path=path
+        )
+
+
 def read_crop(path: str | Path, *, patient: str, image_size: int) -> Crop:
     """Read and check one patient's crop file.
 
@@ -76,38 +86,21 @@ def read_crop(path: str | Path, *, patient: str, image_size: int) -> Crop:
                 "key is missing from the crop file", patient=patient, column=key, path=path
             )
     images = arrays["images"]
-    expected = (len(SEQUENCES), image_size, image_size)
-    if images.ndim != 4 or images.shape[1:] != expected:
+    where = {"patient": patient, "column": "images", "path": path}
+    if images.ndim != 4 or images.shape[1:] != (len(SEQUENCES), image_size, image_size):
         raise InputError(
-            f"has shape {images.shape}; expected (S, {', '.join(map(str, expected))}) "
-            "(preprocess.crop.size changed since the crops were made?)",
-            patient=patient,
-            column="images",
-            path=path,
+            f"has shape {images.shape}; expected (S, {len(SEQUENCES)}, {image_size}, "
+            f"{image_size}) (preprocess.crop.size changed since the crops were made?)",
+            **where,
         )
     if images.dtype != np.float16:
-        raise InputError(
-            f"has dtype {images.dtype}; expected float16",
-            patient=patient,
-            column="images",
-            path=path,
-        )
-    slices = images.shape[0]
-    for key in ("slice_index", "roi_area"):
-        if arrays[key].shape != (slices,):
-            raise InputError(
-                f"has shape {arrays[key].shape}; expected ({slices},)",
-                patient=patient,
-                column=key,
-                path=path,
-            )
-    if arrays["spacing"].shape != (3,):
-        raise InputError(
-            f"has shape {arrays['spacing'].shape}; expected (3,)",
-            patient=patient,
-            column="spacing",
-            path=path,
-        )
+        raise InputError(f"has dtype {images.dtype}; expected float16", **where)
+    for key, expected in [
+        ("slice_index", (len(images),)),
+        ("roi_area", (len(images),)),
+        ("spacing", (3,)),
+    ]:
+        _check_shape(arrays[key], expected, patient=patient, key=key, path=path)
     return Crop(
         images=images.astype(IMAGE_DTYPE, copy=False),
         slice_index=arrays["slice_index"].astype(np.int32, copy=False),
@@ -165,27 +158,22 @@ def build_shards(
     Patients are written in ID order, one crop file in memory at a time.
 
     Args:
-        crop_paths: ``results/crops/{cohort}/{patient}.npz`` files of the cohort.
-        sheet_path: the validated sample sheet (``class`` column; empty when unlabelled).
+        crop_paths: the cohort's ``results/crops/{cohort}/{patient}.npz`` files.
+        sheet_path: the validated sample sheet (``class``: empty when unlabelled).
         out_dir: the shard folder ``results/shards/{cohort}``.
-        cohort: the cohort every crop belongs to.
-        config_hash: ``preprocess_hash`` of the preprocessing config, stored in every row.
-        image_size: expected height and width of the slices (``preprocess.crop.size``).
-        rows_per_group, rows_per_file: shard layout.
-        compression: Parquet codec: ``lz4`` (decodes fastest, see benchmarks/dataset.md),
-            ``zstd`` (level 1) or ``none``.
+        cohort, config_hash: stored in every row (``preprocess_hash`` of the preprocess config).
+        image_size: expected slice height and width (``preprocess.crop.size``).
+        rows_per_group, rows_per_file, compression: shard layout; ``lz4`` decodes fastest
+            (benchmarks/dataset.md), ``zstd`` (level 1) and ``none`` also work.
 
     Returns:
-        The part files written, under their final names.
-
-    Raises:
-        InputError: a crop file breaks the contract, or names a patient not in the sheet's cohort.
+        The part files written. Raises InputError when a crop file breaks the contract or
+        names a patient not in the sheet's cohort.
     """
     sheet = read_sheet(sheet_path)
     members = sheet[sheet["cohort"] == cohort]
     classes = dict(zip(members["patient"], members["class"], strict=True))
     paths = sorted((Path(p) for p in crop_paths), key=_patient_of)
-    level = 1 if compression == "zstd" else None
     out_dir = Path(out_dir)
     with atomic_dir(out_dir) as tmp:
         writer = ShardWriter(
@@ -194,30 +182,44 @@ def build_shards(
             rows_per_group=rows_per_group,
             rows_per_file=rows_per_file,
             compression=compression,
-            compression_level=level,
+            compression_level=1 if compression == "zstd" else None,
         )
-        slices = 0
-        for path in paths:
-            patient = _patient_of(path)
-            if patient not in classes:
-                raise InputError(
-                    f"is not a patient of cohort {cohort!r} in the sheet",
-                    patient=patient,
-                    path=path,
-                )
-            crop = read_crop(path, patient=patient, image_size=image_size)
-            writer.add(
-                crop_table(
-                    crop,
-                    patient=patient,
-                    cohort=cohort,
-                    class_name=classes[patient],
-                    config_hash=config_hash,
-                )
+        slices = sum(
+            _add_patient(
+                writer, path, classes, cohort=cohort, config_hash=config_hash, image_size=image_size
             )
-            slices += len(crop.slice_index)
+            for path in paths
+        )
         names = [f.name for f in writer.close()]
     log.info(
         "cohort %s: %d patients, %d slices in %d part files", cohort, len(paths), slices, len(names)
     )
     return [out_dir / name for name in names]
+
+
+def _add_patient(
+    writer: ShardWriter,
+    path: Path,
+    classes: dict[str, str],
+    *,
+    cohort: str,
+    config_hash: str,
+    image_size: int,
+) -> int:
+    """Append one crop file's slices to ``writer``; return how many."""
+    patient = _patient_of(path)
+    if patient not in classes:
+        raise InputError(
+            f"is not a patient of cohort {cohort!r} in the sheet", patient=patient, path=path
+        )
+    crop = read_crop(path, patient=patient, image_size=image_size)
+    writer.add(
+        crop_table(
+            crop,
+            patient=patient,
+            cohort=cohort,
+            class_name=classes[patient],
+            config_hash=config_hash,
+        )
+    )
+    return len(crop.slice_index)
