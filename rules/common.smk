@@ -18,6 +18,12 @@ validate(SHEET_RESULT.included, "../schemas/samples.schema.yaml")
 SAMPLES = SHEET_RESULT.included.set_index(
     ["cohort", "patient"], drop=False
 ).sort_index()
+# Plain dicts for the input functions: a pandas .loc per job costs ~1 ms, which adds up to
+# seconds of DAG building at thousands of patients (benchmarks/dataset.md).
+_ROWS = dict(zip(SAMPLES.index, SAMPLES.to_dict("records")))
+_PATIENTS_OF = (
+    SHEET_RESULT.included.groupby("cohort")["patient"].apply(sorted).to_dict()
+)
 
 #: Validated sheet of included patients (absolute paths, class column) and exclusions table.
 SHEET = "results/cohort/samples.tsv"
@@ -32,7 +38,7 @@ wildcard_constraints:
 
 def _row(wildcards):
     """The sheet row of one patient."""
-    return SAMPLES.loc[(wildcards.cohort, wildcards.patient)]
+    return _ROWS[(wildcards.cohort, wildcards.patient)]
 
 
 def raw_inputs(wildcards):
@@ -48,12 +54,20 @@ def roi_on(wildcards):
 
 def cohorts():
     """Cohorts with at least one included patient, sorted."""
-    return sorted(SAMPLES["cohort"].unique())
+    return sorted(_PATIENTS_OF)
 
 
 def patients_of(cohort):
     """Included patients of one cohort, sorted."""
-    return sorted(SAMPLES.loc[SAMPLES["cohort"] == cohort, "patient"])
+    return _PATIENTS_OF.get(cohort, [])
+
+
+def classes_of(wildcards):
+    """Class of each included patient of one cohort ("" when unlabelled)."""
+    return {
+        patient: _ROWS[(wildcards.cohort, patient)]["class"]
+        for patient in patients_of(wildcards.cohort)
+    }
 
 
 def per_patient(pattern):

@@ -2,8 +2,8 @@
 #
 # build_shards reads classes from the validated sheet, marked ancient(): the sheet is rewritten
 # whenever any cohort is added, and without ancient() every existing cohort's shards would be
-# rebuilt. A cohort's shards are rebuilt when its crops or the preprocessing config change; the
-# loader checks shard labels against results/splits.tsv, so a relabelled patient fails loudly.
+# rebuilt. The cohort's classes are a param instead, so relabelling a patient rebuilds that
+# cohort's shards only; its crops or the preprocessing config changing does too.
 
 # The same function as glioma.dataset.shards.preprocess_hash, from a module that imports only
 # the standard library: importing shards (pyarrow) would slow every DAG build.
@@ -32,6 +32,7 @@ rule build_shards:
         runtime=30,
     params:
         preprocess_hash=preprocess_hash(config["preprocess"]),
+        classes=classes_of,
         image_size=config["preprocess"]["crop"]["size"],
     script:
         "../workflow_scripts/build_shards.py"
