@@ -161,7 +161,13 @@ rule plot_qc:
         brain_mask="results/preprocessed/{cohort}/{patient}/brain_mask.nii.gz",
         roi="results/preprocessed/{cohort}/{patient}/roi.nii.gz",
     output:
-        "results/qc/{cohort}/{patient}.png",
+        report(
+            "results/qc/{cohort}/{patient}.png",
+            caption="../report/qc.rst",
+            category="Quality control",
+            subcategory="{cohort}",
+            labels={"cohort": "{cohort}", "patient": "{patient}"},
+        ),
     log:
         "logs/plot_qc/{cohort}/{patient}.log",
     benchmark:

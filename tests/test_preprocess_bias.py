@@ -17,7 +17,7 @@ def _cv(values: np.ndarray) -> float:
     return float(values.std() / values.mean())
 
 
-@pytest.mark.parametrize("sequence", ["t1w", "flair"])
+@pytest.mark.parametrize("sequence", ["t1w", "t2w", "flair"])
 def test_n4_halves_white_matter_variation(sequence):
     world = world_head(3.0)
     grid = make_grid([3.0] * 3, rotation_deg=(6, 0, 0))
@@ -44,15 +44,15 @@ def test_head_mask_covers_head_not_background():
 def test_shrink_factors_keep_thick_slices():
     image = sitk.Image([120, 120, 30], sitk.sitkFloat32)
     image.SetSpacing([1.0, 1.0, 5.0])
-    assert shrink_factors(image, 4) == [4, 4, 1]
+    assert shrink_factors(image, 4.0) == [4, 4, 1]
     small = sitk.Image([20, 20, 20], sitk.sitkFloat32)
-    assert shrink_factors(small, 4) == [2, 2, 2]  # >= 8 voxels per axis remain
+    assert shrink_factors(small, 4.0) == [2, 2, 2]  # >= 8 voxels per axis remain
 
 
 def test_file_function_keeps_grid_and_writes_float32(tmp_path):
     world = world_head(3.0)
     # int16 data on an oblique, RAS-flipped grid, as scanners write it.
-    grid = make_grid([3.0, 3.0, 4.0], rotation_deg=(0, 8, 0), flip=(-1, -1, 1))
+    grid = make_grid([4.0, 4.0, 5.0], rotation_deg=(0, 8, 0), flip=(-1, -1, 1))
     inputs, outputs = {}, {}
     for sequence in ("t1w", "t1c", "t2w", "flair"):
         image = acquire(

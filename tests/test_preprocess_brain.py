@@ -24,11 +24,8 @@ torch.set_num_threads(2)
 UNET = "dynamic_network_architectures.architectures.unet.PlainConvUNet"
 
 
-def _tiny_nnunet_folder(folder):
-    """Write a randomly initialised nnU-Net v2 model folder in HD-BET's format (a 3-stage U-Net)."""
-    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-
+def _tiny_plans() -> dict:
+    """nnU-Net v2 plans of a 3-stage PlainConvUNet (4/8/16 features) working at 6 mm."""
     conv = [[3, 3, 3]] * 3
     plans = {
         "dataset_name": "Dataset999_TinyBet",
@@ -106,6 +103,15 @@ def _tiny_nnunet_folder(folder):
             }
         },
     }
+    return plans
+
+
+def _tiny_nnunet_folder(folder):
+    """Write a randomly initialised nnU-Net v2 model folder in HD-BET's format (a 3-stage U-Net)."""
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    plans = _tiny_plans()
     dataset = {
         "channel_names": {"0": "T1"},
         "labels": {"background": 0, "brain": 1},

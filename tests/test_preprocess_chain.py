@@ -68,14 +68,21 @@ def test_brain_mask_against_truth(chain):
     assert dice(found, expected) >= 0.95
 
 
-@pytest.mark.parametrize("sequence", SEQUENCES)
-def test_n4_against_true_white_matter(chain, sequence):
+@pytest.mark.parametrize("sequence", ["t1w", "t1c"])
+def test_n4_against_true_bias_field(chain, sequence):
     raw, truth, out, _, _ = chain
     wm = sitk.GetArrayFromImage(sitk.ReadImage(str(truth / f"wm_mask_{sequence}.nii.gz"))) > 0
+    bias = sitk.GetArrayFromImage(sitk.ReadImage(str(truth / f"bias_{sequence}.nii.gz")))[wm]
     before = sitk.GetArrayFromImage(sitk.ReadImage(str(raw[sequence])))[wm]
     after = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "n4" / f"{sequence}.nii.gz")))[wm]
-    print(sequence, before.std() / before.mean(), after.std() / after.mean())
-    assert after.std() / after.mean() < before.std() / before.mean()
+    cv_before, cv_after, cv_ideal = (_cv(v) for v in (before, after, before / bias))
+    # At 4 mm noise and partial volume leave a floor (cv_ideal, the true field divided out):
+    # N4 must remove at least half of the variation that the field adds above it.
+    assert cv_before - cv_after >= 0.5 * (cv_before - cv_ideal)
+
+
+def _cv(values: np.ndarray) -> float:
+    return float(values.std() / values.mean())
 
 
 def test_crops_and_qc_exist(chain):

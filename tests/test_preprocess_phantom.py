@@ -160,7 +160,9 @@ def world_head(spacing: float = 2.0) -> World:
         value = value + tumour_any * (v_core * core + v_rim * rim + v_oedema * oedema)
         images[sequence] = _image(value.astype(np.float32), grid)
     # Deep white matter only (eroded), so partial volume with grey matter does not count as bias.
-    wm_core = ndimage.binary_erosion((wm > 0.9) & ~tumour_any, iterations=max(1, round(3 / spacing)))
+    wm_core = ndimage.binary_erosion(
+        (wm > 0.9) & ~tumour_any, iterations=max(1, round(3 / spacing))
+    )
     return World(
         images=images,
         brain=_image(brain.astype(np.uint8), grid),

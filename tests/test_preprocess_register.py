@@ -17,7 +17,14 @@ from test_preprocess_phantom import (
 
 from glioma.errors import InputError
 from glioma.preprocess import configure_threads
-from glioma.preprocess.register import check_roi_grid, register_files, same_grid, to_ants
+from glioma.preprocess.register import (
+    check_roi_grid,
+    downsample,
+    register_files,
+    register_rigid,
+    same_grid,
+    to_ants,
+)
 
 configure_threads(2)
 SEQUENCES = ("t1w", "t1c", "t2w", "flair")
@@ -161,3 +168,30 @@ def test_to_ants_keeps_oblique_geometry():
     index = (3, 7, 11)  # (x, y, z): the same voxel in both libraries
     assert converted.numpy()[index] == pytest.approx(image[index])
 
+
+def test_downsample_keeps_field_of_view():
+    grid = make_grid([1.0, 1.0, 5.0], extent_mm=(60, 80, 60), rotation_deg=(15, 0, 10))
+    image = sitk.Cast(grid, sitk.sitkFloat32) + 1
+    small = downsample(image, 3.0)
+    np.testing.assert_allclose(small.GetSpacing(), (3.0, 3.0, 5.0))  # thick axis kept
+    assert small.GetSize() == (20, 27, 12)
+    np.testing.assert_allclose(small.GetDirection(), image.GetDirection())
+    corner = np.asarray(image.GetDirection()).reshape(3, 3) @ np.asarray(image.GetSpacing()) / 2
+    small_corner = np.asarray(small.GetDirection()).reshape(3, 3) @ np.asarray(small.GetSpacing())
+    np.testing.assert_allclose(
+        np.asarray(image.GetOrigin()) - corner, np.asarray(small.GetOrigin()) - small_corner / 2
+    )
+    assert downsample(image, 0) is image
+
+
+def test_fit_at_coarse_spacing_is_accurate_at_full_resolution(tmp_path):
+    world = world_head(3.0)
+    fixed_pose, moving_pose = motion((0, 0, 0), (0, 0, 0)), motion((5, -3, 4), (-4, 5, 3))
+    fixed = acquire(world.images["t1c"], make_grid([2.0] * 3, rotation_deg=(8, 0, 0)), fixed_pose)
+    moving = acquire(world.images["t2w"], make_grid([2.0] * 3, flip=(-1, -1, 1)), moving_pose)
+    found = register_rigid(fixed, moving, tmp_path / "t2w.mat", resample_mm=4.0, seed=3)
+    brain = acquire(world.brain, fixed, fixed_pose, label=True)
+    points = grid_points(brain, sitk.GetArrayFromImage(brain) > 0, every=20)
+    truth = true_map(fixed_pose, moving_pose, points)
+    error = np.linalg.norm(np.array([found.TransformPoint(p) for p in points]) - truth, axis=1)
+    assert error.mean() < 1.0

@@ -16,6 +16,7 @@ def main(smk) -> None:
         {name: smk.output[name] for name in (*SEQUENCES, "roi")},
         {s: smk.output[f"{s}_mat"] for s in MOVING},
         transform=smk.params.registration["transform"],
+        resample_mm=smk.params.registration["resample_mm"],
         seed=smk.params.seed,
         threads=smk.threads,
         patient=smk.wildcards.patient,

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
+
+from glioma.errors import InputError
 
 #: Environment variables read by ITK (SimpleITK and ANTs), OpenMP and BLAS at start-up.
 THREAD_VARIABLES = (
@@ -38,3 +41,24 @@ def configure_threads(threads: int) -> None:
     torch = sys.modules.get("torch")
     if torch is not None:
         torch.set_num_threads(threads)
+
+
+def in_context(
+    err: InputError,
+    *,
+    patient: str | None = None,
+    column: str | None = None,
+    path: str | Path | None = None,
+) -> InputError:
+    """Return ``err`` with patient, column and file filled in where it did not name them.
+
+    Library functions raise errors that know only part of the context (a sequence's array
+    function knows no file; a reader knows no patient); the file functions complete them.
+    """
+    return InputError(
+        err.reason,
+        patient=err.patient if err.patient is not None else patient,
+        column=err.column if err.column is not None else column,
+        path=err.path if err.path is not None else path,
+        row=err.row,
+    )

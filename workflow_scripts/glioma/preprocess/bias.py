@@ -12,7 +12,7 @@ import SimpleITK as sitk
 from glioma.constants import SEQUENCES
 from glioma.errors import InputError
 from glioma.io import read_image, write_image
-from glioma.preprocess import configure_threads
+from glioma.preprocess import configure_threads, in_context
 
 log = logging.getLogger(__name__)
 
@@ -39,62 +39,55 @@ def head_mask(image: sitk.Image) -> sitk.Image:
     return largest
 
 
-def shrink_factors(image: sitk.Image, shrink_factor: int) -> list[int]:
-    """Per-axis shrink factors that bring every axis near ``shrink_factor`` x the finest spacing.
+def shrink_factors(image: sitk.Image, fit_spacing_mm: float) -> list[int]:
+    """Per-axis integer shrink factors that bring each axis's spacing near ``fit_spacing_mm``.
 
-    Thick slices (e.g. 4-5 mm FLAIR) are shrunk less along the slice axis, so the shrunk grid stays
-    roughly isotropic and keeps at least ``MIN_SHRUNK_SIZE`` voxels per axis where it can.
+    Thick slices (e.g. 4-5 mm FLAIR) are shrunk less along the slice axis, so the fitting grid is
+    roughly isotropic; every axis keeps at least ``MIN_SHRUNK_SIZE`` voxels where it can.
     """
-    spacing = np.asarray(image.GetSpacing())
-    target = shrink_factor * spacing.min()
     factors = []
-    for size, step in zip(image.GetSize(), spacing, strict=True):
-        factor = max(1, round(target / step))
-        factor = max(1, min(factor, size // MIN_SHRUNK_SIZE))
-        factors.append(factor)
+    for size, step in zip(image.GetSize(), image.GetSpacing(), strict=True):
+        factor = max(1, round(fit_spacing_mm / step))
+        factors.append(max(1, min(factor, size // MIN_SHRUNK_SIZE)))
     return factors
 
 
 def n4_correct(
     image: sitk.Image,
     *,
-    shrink_factor: int = 4,
+    fit_spacing_mm: float = 8.0,
     iterations: Sequence[int] = (50, 50, 30),
     tolerance: float = 1e-3,
-    mask: sitk.Image | None = None,
 ) -> sitk.Image:
     """Remove a smooth multiplicative bias field with N4, fitted on a shrunk copy of the image.
 
-    The field is fitted on the shrunk image (full resolution is ~50x slower for the same field),
-    then evaluated on the full grid and divided out.
+    The field is fitted on a ~``fit_spacing_mm`` grid inside the head mask of that grid (the
+    field is smooth: at 1 mm, fitting at 8 mm corrects as well as at 4 mm, ~6x faster), then
+    evaluated on the full grid and divided out.
 
     Args:
         image: 3D MR image (any pixel type).
-        shrink_factor: target shrink of the finest axis (see :func:`shrink_factors`).
+        fit_spacing_mm: target spacing of the fitting grid (see :func:`shrink_factors`).
         iterations: maximum iterations per fitting level (one level per entry).
         tolerance: N4 convergence threshold.
-        mask: voxels used to fit the field; default :func:`head_mask`.
 
     Returns:
         The corrected image, float32, on the input grid.
+
+    Raises:
+        InputError: the image has no foreground.
     """
     image = sitk.Cast(image, sitk.sitkFloat32)
-    if mask is None:
-        mask = head_mask(image)
+    small = sitk.Shrink(image, shrink_factors(image, fit_spacing_mm))
     # N4 fits log intensities: non-positive voxels carry no information about the field.
-    mask = sitk.Cast((mask > 0) & (image > 0), sitk.sitkUInt8)
-    factors = shrink_factors(image, shrink_factor)
-    small = sitk.Shrink(image, factors)
-    small_mask = sitk.Shrink(mask, factors)
-    if not sitk.GetArrayViewFromImage(small_mask).any():
-        raise InputError("head mask is empty after shrinking; image too small for N4")
+    mask = sitk.Cast((head_mask(small) > 0) & (small > 0), sitk.sitkUInt8)
     corrector = sitk.N4BiasFieldCorrectionImageFilter()
     corrector.SetMaximumNumberOfIterations([int(i) for i in iterations])
     corrector.SetConvergenceThreshold(float(tolerance))
-    corrector.Execute(small, small_mask)
+    corrector.Execute(small, mask)
     log_field = corrector.GetLogBiasFieldAsImage(image)
     corrected = sitk.Divide(image, sitk.Exp(log_field))
-    log.debug("N4 shrink %s, field range %.3f-%.3f", factors, *_range(log_field))
+    log.debug("N4 on %s voxels, field %.3f-%.3f", small.GetSize(), *_range(log_field))
     return sitk.Cast(corrected, sitk.sitkFloat32)
 
 
@@ -108,7 +101,7 @@ def correct_bias_file(
     in_path: str | Path,
     out_path: str | Path,
     *,
-    shrink_factor: int = 4,
+    fit_spacing_mm: float = 8.0,
     iterations: Sequence[int] = (50, 50, 30),
     tolerance: float = 1e-3,
 ) -> None:
@@ -116,10 +109,10 @@ def correct_bias_file(
     image = read_image(in_path)
     try:
         corrected = n4_correct(
-            image, shrink_factor=shrink_factor, iterations=iterations, tolerance=tolerance
+            image, fit_spacing_mm=fit_spacing_mm, iterations=iterations, tolerance=tolerance
         )
     except InputError as err:
-        raise InputError(err.reason, path=in_path) from err
+        raise in_context(err, path=in_path) from err
     write_image(corrected, out_path)
 
 
@@ -127,7 +120,7 @@ def correct_bias_files(
     inputs: Mapping[str, str | Path],
     outputs: Mapping[str, str | Path],
     *,
-    shrink_factor: int = 4,
+    fit_spacing_mm: float = 8.0,
     iterations: Sequence[int] = (50, 50, 30),
     tolerance: float = 1e-3,
     threads: int = 1,
@@ -138,7 +131,7 @@ def correct_bias_files(
     Args:
         inputs: raw image path per sequence (keys ``SEQUENCES``).
         outputs: output path per sequence.
-        shrink_factor: see :func:`n4_correct`.
+        fit_spacing_mm: see :func:`n4_correct`.
         iterations: see :func:`n4_correct`.
         tolerance: see :func:`n4_correct`.
         threads: ITK threads.
@@ -154,9 +147,9 @@ def correct_bias_files(
             correct_bias_file(
                 inputs[sequence],
                 outputs[sequence],
-                shrink_factor=shrink_factor,
+                fit_spacing_mm=fit_spacing_mm,
                 iterations=iterations,
                 tolerance=tolerance,
             )
         except InputError as err:
-            raise err.with_context(patient=patient, column=sequence) from err
+            raise in_context(err, patient=patient, column=sequence) from err

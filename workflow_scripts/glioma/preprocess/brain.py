@@ -10,7 +10,7 @@ import SimpleITK as sitk
 
 from glioma.errors import InputError
 from glioma.io import read_image, write_image
-from glioma.preprocess import configure_threads
+from glioma.preprocess import configure_threads, in_context
 
 log = logging.getLogger(__name__)
 
@@ -198,10 +198,7 @@ def extract_brain_file(
         image = read_image(in_path)
         mask = extract_brain(image, method=method, threshold=threshold, hdbet_weights=hdbet_weights)
     except InputError as err:
-        path = err.path if err.path is not None else in_path
-        raise InputError(
-            err.reason, patient=patient, column=err.column or column, path=path
-        ) from err
+        raise in_context(err, patient=patient, column=column, path=in_path) from err
     voxels = int(sitk.GetArrayViewFromImage(mask).sum())
     log.info("%s brain mask: %.0f ml", method, voxels * np.prod(mask.GetSpacing()) / 1000)
     write_image(mask, out_path)

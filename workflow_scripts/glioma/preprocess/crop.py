@@ -15,6 +15,7 @@ from scipy import ndimage
 from glioma.constants import SEQUENCES
 from glioma.errors import InputError
 from glioma.io import atomic_path, read_image
+from glioma.preprocess import in_context
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,40 @@ def _sample(plane: np.ndarray, centre, half_mm: float, spacing_lp, size: int) ->
     return ndimage.map_coordinates(plane, [grid_l, grid_p], order=1, mode="constant", cval=0.0)
 
 
+def _crop_channels(
+    channels: list[np.ndarray],
+    roi_lps: np.ndarray,
+    keep: np.ndarray,
+    spacing_lp: np.ndarray,
+    *,
+    margin_mm: float,
+    size: int,
+    mask_to_roi: bool,
+) -> np.ndarray:
+    """Crop and resize the kept axial slices of (L, P, S) channels: (S, C, size, size) float16."""
+    centre, half_mm = _square_box(roi_lps[:, :, keep], spacing_lp, margin_mm)
+    images = np.zeros((keep.size, len(channels), size, size), np.float16)
+    for i, k in enumerate(keep):
+        for c, channel in enumerate(channels):
+            plane = channel[:, :, k].astype(np.float32)
+            if mask_to_roi:
+                plane = np.where(roi_lps[:, :, k], plane, 0)
+            images[i, c] = _sample(plane, centre, half_mm, spacing_lp, size)
+    return images
+
+
+def _kept_slices(roi_lps: np.ndarray, min_roi_voxels: int) -> tuple[np.ndarray, np.ndarray]:
+    """ROI voxel count of every axial slice, and the slices holding at least ``min_roi_voxels``."""
+    counts = roi_lps.sum(axis=(0, 1))
+    keep = np.flatnonzero(counts >= min_roi_voxels)
+    if keep.size == 0:
+        raise InputError(
+            f"no axial slice holds >= {min_roi_voxels} ROI voxels (largest: {counts.max()})",
+            column="roi",
+        )
+    return counts, keep
+
+
 def crop_slices(
     volumes: np.ndarray,
     roi: np.ndarray,
@@ -113,7 +148,7 @@ def crop_slices(
 
     Returns:
         The ``.npz`` contents of docs/architecture.md: ``images``, ``slice_index``, ``roi_area``,
-        ``spacing``.
+        ``spacing``; slices in increasing ``slice_index``.
 
     Raises:
         InputError: no slice holds ``min_roi_voxels`` ROI voxels.
@@ -121,24 +156,14 @@ def crop_slices(
     orient = orientation(direction)
     roi_lps = to_patient_axes(roi.astype(bool), orient)
     spacing_lps = np.asarray(spacing, float)[list(orient.axes)]
-    counts = roi_lps.sum(axis=(0, 1))
-    keep = np.flatnonzero(counts >= min_roi_voxels)
-    if keep.size == 0:
-        raise InputError(
-            f"no axial slice holds >= {min_roi_voxels} ROI voxels (largest: {counts.max()})",
-            column="roi",
-        )
-    centre, half_mm = _square_box(roi_lps[:, :, keep], spacing_lps[:2], margin_mm)
+    counts, keep = _kept_slices(roi_lps, min_roi_voxels)
     channels = [to_patient_axes(v, orient) for v in volumes]
-    images = np.zeros((keep.size, len(channels), size, size), np.float16)
-    for i, k in enumerate(keep):
-        for c, channel in enumerate(channels):
-            plane = channel[:, :, k].astype(np.float32)
-            if mask_to_roi:
-                plane = np.where(roi_lps[:, :, k], plane, 0)
-            images[i, c] = _sample(plane, centre, half_mm, spacing_lps[:2], size)
-    n_axial = roi_lps.shape[2]
-    index = n_axial - 1 - keep if orient.flips[2] else keep
+    images = _crop_channels(
+        channels, roi_lps, keep, spacing_lps[:2],
+        margin_mm=margin_mm, size=size, mask_to_roi=mask_to_roi,
+    )  # fmt: skip
+    # Slice indices count along the grid's own axial axis, which may run inferior-wards.
+    index = roi_lps.shape[2] - 1 - keep if orient.flips[2] else keep
     order = np.argsort(index)
     return {
         "images": images[order],
@@ -146,6 +171,28 @@ def crop_slices(
         "roi_area": (counts[keep] * spacing_lps[0] * spacing_lps[1])[order].astype(np.float32),
         "spacing": np.asarray(spacing, np.float32),
     }
+
+
+def _read_stack(images: Mapping[str, str | Path], roi: str | Path) -> tuple[np.ndarray, sitk.Image]:
+    """Read the four sequences as a (C, z, y, x) stack and the ROI; check they share a grid."""
+    try:
+        roi_image = read_image(roi, mask=True)
+    except InputError as err:
+        raise in_context(err, column="roi") from err
+    arrays = []
+    for sequence in SEQUENCES:
+        try:
+            image = read_image(images[sequence])
+        except InputError as err:
+            raise in_context(err, column=sequence) from err
+        if image.GetSize() != roi_image.GetSize():
+            raise InputError(
+                f"size {image.GetSize()} differs from the ROI's grid {roi_image.GetSize()}",
+                column=sequence,
+                path=images[sequence],
+            )
+        arrays.append(sitk.GetArrayFromImage(image))
+    return np.stack(arrays), roi_image
 
 
 def crop_file(
@@ -171,19 +218,10 @@ def crop_file(
         min_roi_voxels: see :func:`crop_slices`.
         patient: patient ID, for error messages.
     """
-    column, path = "roi", roi
     try:
-        roi_image = read_image(roi, mask=True)
-        arrays = []
-        for column in SEQUENCES:
-            path = images[column]
-            image = read_image(path)
-            if image.GetSize() != roi_image.GetSize():
-                raise InputError(f"size {image.GetSize()} differs from the ROI's grid")
-            arrays.append(sitk.GetArrayFromImage(image))
-        column, path = "roi", roi
+        stack, roi_image = _read_stack(images, roi)
         crops = crop_slices(
-            np.stack(arrays),
+            stack,
             sitk.GetArrayFromImage(roi_image),
             roi_image.GetSpacing(),
             roi_image.GetDirection(),
@@ -193,9 +231,7 @@ def crop_file(
             min_roi_voxels=min_roi_voxels,
         )
     except InputError as err:
-        raise InputError(
-            err.reason, patient=patient, column=err.column or column, path=err.path or path
-        ) from err
+        raise in_context(err, patient=patient, column="roi", path=roi) from err
     log.info("%d axial slices with ROI, %dx%d", len(crops["slice_index"]), size, size)
     with atomic_path(out_path) as tmp, open(tmp, "wb") as handle:
         np.savez(handle, **crops)

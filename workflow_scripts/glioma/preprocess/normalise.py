@@ -12,6 +12,7 @@ import SimpleITK as sitk
 from glioma.constants import SEQUENCES
 from glioma.errors import InputError
 from glioma.io import read_image, write_image
+from glioma.preprocess import in_context
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,10 @@ def _read_on_grid(
     path: str | Path, reference: sitk.Image | None, column: str, *, mask: bool = False
 ) -> sitk.Image:
     """Read an image and check it is on the reference grid (all inputs here share the T1c grid)."""
-    image = read_image(path, mask=mask)
+    try:
+        image = read_image(path, mask=mask)
+    except InputError as err:
+        raise in_context(err, column=column) from err
     if reference is not None and image.GetSize() != reference.GetSize():
         raise InputError(
             f"size {image.GetSize()} differs from the T1c grid {reference.GetSize()}",
@@ -100,6 +104,18 @@ def _read_on_grid(
             path=path,
         )
     return image
+
+
+def apply_brain_mask(brain: np.ndarray, roi: np.ndarray) -> np.ndarray:
+    """The mask applied to every sequence: the brain united with the ROI.
+
+    Brain extractors trained on healthy brains may cut away part of a tumour; the tumour must
+    survive skull stripping.
+    """
+    outside = int((roi & ~brain).sum())
+    if outside:
+        log.warning("%d ROI voxels lay outside the extracted brain; kept them", outside)
+    return brain | roi
 
 
 def normalise_files(
@@ -112,11 +128,9 @@ def normalise_files(
     percentiles: Sequence[float] = (0.5, 99.5),
     patient: str | None = None,
 ) -> None:
-    """Apply the brain mask to the four registered sequences, normalise them, write all on T1c.
+    """Skull-strip and normalise the four registered sequences; write them, the mask and the ROI.
 
-    The applied mask is the brain mask united with the ROI: brain extractors trained on healthy
-    brains may cut out part of a tumour, and the tumour must survive skull stripping. The mask
-    written to ``outputs['brain_mask']`` is that applied mask.
+    The mask applied (and written to ``outputs['brain_mask']``) is :func:`apply_brain_mask`.
 
     Args:
         images: registered image path per sequence (T1c grid).
@@ -131,29 +145,24 @@ def normalise_files(
         InputError: unreadable input, grids differ, empty mask or constant image; names patient,
             column and file.
     """
-    column, path = "brain_mask", brain_mask
     try:
-        brain = _read_on_grid(brain_mask, None, column, mask=True)
-        column, path = "roi", roi
-        roi_image = _read_on_grid(roi, brain, column, mask=True)
-        roi_array = sitk.GetArrayFromImage(roi_image).astype(bool)
-        extracted = sitk.GetArrayFromImage(brain).astype(bool)
-        applied = extracted | roi_array
-        outside = int((roi_array & ~extracted).sum())
-        if outside:
-            log.warning("%d ROI voxels lay outside the extracted brain; kept them", outside)
-        normalised = {}
-        for column in SEQUENCES:
-            path = images[column]
-            image = _read_on_grid(path, brain, column)
-            array = sitk.GetArrayFromImage(image)
-            normalised[column] = _like(
-                normalise(array, applied, method=method, percentiles=percentiles), brain
-            )
+        brain = _read_on_grid(brain_mask, None, "brain_mask", mask=True)
+        roi_image = _read_on_grid(roi, brain, "roi", mask=True)
     except InputError as err:
-        raise InputError(
-            err.reason, patient=patient, column=err.column or column, path=err.path or path
-        ) from err
+        raise in_context(err, patient=patient) from err
+    applied = apply_brain_mask(
+        sitk.GetArrayFromImage(brain).astype(bool), sitk.GetArrayFromImage(roi_image).astype(bool)
+    )
+    normalised = {}
+    for sequence in SEQUENCES:
+        try:
+            image = _read_on_grid(images[sequence], brain, sequence)
+            array = normalise(
+                sitk.GetArrayFromImage(image), applied, method=method, percentiles=percentiles
+            )
+        except InputError as err:
+            raise in_context(err, patient=patient, column=sequence, path=images[sequence]) from err
+        normalised[sequence] = _like(array, brain)
     for sequence, image in normalised.items():
         write_image(image, outputs[sequence])
     write_image(_like(applied.astype(np.uint8), brain), outputs["brain_mask"])

@@ -12,6 +12,7 @@ import SimpleITK as sitk
 from glioma.constants import SEQUENCES
 from glioma.errors import InputError
 from glioma.io import atomic_path, read_image
+from glioma.preprocess import in_context
 from glioma.preprocess.crop import orientation, to_patient_axes
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,30 @@ def _window(volume: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
     return float(low), float(high if high > low else low + 1)
 
 
+def _draw_row(axes, sequence, volume, brain, roi, centre, spacing_lps, *, first: bool) -> None:
+    """Draw one sequence in the three planes, with brain and ROI outlines."""
+    low, high = _window(volume, brain)
+    for ax, plane in zip(axes, PLANES, strict=True):
+        ax.imshow(
+            _plane(volume, centre, plane),
+            cmap="gray",
+            vmin=low,
+            vmax=high,
+            aspect=_aspect(spacing_lps, plane),
+            interpolation="nearest",
+        )
+        for mask, colour in ((brain, BRAIN_COLOUR), (roi, ROI_COLOUR)):
+            cut = _plane(mask, centre, plane).astype(float)
+            if cut.any() and not cut.all():
+                ax.contour(cut, levels=[0.5], colors=colour, linewidths=1.0)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_facecolor("black")
+        if first:
+            ax.set_title(plane, color="white", fontsize=10)
+    axes[0].set_ylabel(sequence, color="white", fontsize=10)
+
+
 def plot_qc(
     volumes: Mapping[str, np.ndarray],
     brain: np.ndarray,
@@ -77,37 +102,26 @@ def plot_qc(
     import matplotlib.pyplot as plt
 
     centre = np.round(np.argwhere(roi).mean(axis=0)).astype(int)
-    fig, axes = plt.subplots(len(volumes), len(PLANES), figsize=FIGSIZE, dpi=DPI)
+    fig, axes = plt.subplots(len(volumes), len(PLANES), figsize=FIGSIZE, dpi=DPI, squeeze=False)
     fig.patch.set_facecolor("black")
     for row, (sequence, volume) in enumerate(volumes.items()):
-        low, high = _window(volume, brain)
-        for col, plane in enumerate(PLANES):
-            ax = axes[row, col]
-            aspect = _aspect(spacing_lps, plane)
-            ax.imshow(
-                _plane(volume, centre, plane),
-                cmap="gray",
-                vmin=low,
-                vmax=high,
-                aspect=aspect,
-                interpolation="nearest",
-            )
-            for mask, colour in ((brain, BRAIN_COLOUR), (roi, ROI_COLOUR)):
-                cut = _plane(mask, centre, plane).astype(float)
-                if cut.any() and not cut.all():
-                    ax.contour(cut, levels=[0.5], colors=colour, linewidths=0.8)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            ax.set_facecolor("black")
-            if row == 0:
-                ax.set_title(plane, color="white", fontsize=10)
-            if col == 0:
-                ax.set_ylabel(sequence, color="white", fontsize=10)
+        _draw_row(axes[row], sequence, volume, brain, roi, centre, spacing_lps, first=row == 0)
     fig.suptitle(f"{title}  (brain: cyan, ROI: red; radiological view)", color="white", fontsize=11)
     fig.subplots_adjust(left=0.05, right=0.99, bottom=0.01, top=0.94, wspace=0.03, hspace=0.06)
-    with atomic_path(out_path) as tmp:
-        fig.savefig(tmp, format="png", dpi=DPI, facecolor=fig.get_facecolor())
-    plt.close(fig)
+    try:
+        with atomic_path(out_path) as tmp:
+            fig.savefig(tmp, format="png", dpi=DPI, facecolor=fig.get_facecolor())
+    finally:
+        plt.close(fig)
+
+
+def _read_lps(path: str | Path, orient, column: str, *, mask: bool = False) -> np.ndarray:
+    """Read an image and reorder it to (L, P, S); errors name the column."""
+    try:
+        array = sitk.GetArrayFromImage(read_image(path, mask=mask))
+    except InputError as err:
+        raise in_context(err, column=column) from err
+    return to_patient_axes(array, orient)
 
 
 def plot_qc_file(
@@ -129,25 +143,20 @@ def plot_qc_file(
         title: figure title.
         patient: patient ID, for error messages.
     """
-    column, path = "roi", roi
     try:
         roi_image = read_image(roi, mask=True)
         orient = orientation(roi_image.GetDirection())
         roi_lps = to_patient_axes(sitk.GetArrayFromImage(roi_image), orient) > 0
         if not roi_lps.any():
-            raise InputError("ROI is empty")
-        column, path = "brain_mask", brain_mask
-        brain = to_patient_axes(sitk.GetArrayFromImage(read_image(path, mask=True)), orient) > 0
-        volumes = {}
-        for column in SEQUENCES:
-            path = images[column]
-            volumes[column] = to_patient_axes(sitk.GetArrayFromImage(read_image(path)), orient)
-            if volumes[column].shape != roi_lps.shape or brain.shape != roi_lps.shape:
-                raise InputError("image grid differs from the ROI's grid")
+            raise InputError("ROI is empty", column="roi", path=roi)
+        brain = _read_lps(brain_mask, orient, "brain_mask", mask=True) > 0
+        volumes = {s: _read_lps(images[s], orient, s) for s in SEQUENCES}
+        paths = {"brain_mask": brain_mask, **images}
+        for name, array in (("brain_mask", brain), *volumes.items()):
+            if array.shape != roi_lps.shape:
+                raise InputError("grid differs from the ROI's grid", column=name, path=paths[name])
     except InputError as err:
-        raise InputError(
-            err.reason, patient=patient, column=err.column or column, path=err.path or path
-        ) from err
+        raise in_context(err, patient=patient, column="roi", path=roi) from err
     spacing_lps = np.asarray(roi_image.GetSpacing())[list(orient.axes)]
     plot_qc(volumes, brain, roi_lps, spacing_lps, out_path, title=title or (patient or ""))
     log.info("QC picture written to %s", out_path)

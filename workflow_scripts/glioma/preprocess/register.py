@@ -15,7 +15,7 @@ import SimpleITK as sitk
 from glioma.constants import SEQUENCES
 from glioma.errors import InputError
 from glioma.io import atomic_path, read_image, write_image
-from glioma.preprocess import configure_threads
+from glioma.preprocess import configure_threads, in_context
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,28 @@ def _ants_seed(seed: int) -> Iterator[None]:
         ants.config._random_seed = previous
 
 
+def downsample(image: sitk.Image, spacing_mm: float) -> sitk.Image:
+    """Smooth and resample ``image`` so no axis is finer than ``spacing_mm`` (same field of view).
+
+    Axes already coarser are kept. The Gaussian's SD is the one that turns the old voxel size
+    into the new (FWHM rule), so the coarse image is not aliased.
+    """
+    spacing = np.asarray(image.GetSpacing())
+    new = np.maximum(spacing, spacing_mm)
+    if spacing_mm <= 0 or np.allclose(new, spacing):
+        return image
+    variance = (new**2 - spacing**2) / 2.355**2  # zero along axes that keep their spacing
+    smooth = sitk.DiscreteGaussian(sitk.Cast(image, sitk.sitkFloat32), variance.tolist())
+    size = np.maximum(np.round(np.asarray(image.GetSize()) * spacing / new), 1).astype(int)
+    direction = np.asarray(image.GetDirection()).reshape(3, 3)
+    grid = sitk.Image([int(n) for n in size], sitk.sitkFloat32)
+    grid.SetSpacing(new.tolist())
+    grid.SetDirection(image.GetDirection())
+    # Keep the outer corner of the first voxel where it was.
+    grid.SetOrigin((np.asarray(image.GetOrigin()) + direction @ ((new - spacing) / 2)).tolist())
+    return sitk.Resample(smooth, grid, sitk.Transform(), sitk.sitkLinear, 0.0)
+
+
 def register_rigid(
     fixed: sitk.Image,
     moving: sitk.Image,
@@ -65,10 +87,13 @@ def register_rigid(
     *,
     transform: str = "Rigid",
     seed: int = 42,
+    resample_mm: float = 3.0,
 ) -> sitk.Transform:
     """Estimate the rigid transform that maps ``fixed`` points to ``moving`` points.
 
     Mattes mutual information, so contrasts may differ; ANTs starts from the centres of mass.
+    Both images are first brought to ``resample_mm`` (:func:`downsample`): a rigid transform
+    lives in physical space, so it applies unchanged to the full-resolution images.
 
     Args:
         fixed: the reference image (T1c).
@@ -76,6 +101,7 @@ def register_rigid(
         out_mat: where the ANTs/ITK ``.mat`` transform is written (atomically).
         transform: ANTs transform type: ``Rigid``, ``QuickRigid`` or ``DenseRigid``.
         seed: seed of the metric's random sampling (reproducible results).
+        resample_mm: spacing the fit runs at (0: native resolution).
 
     Returns:
         The transform, as SimpleITK reads it from ``out_mat`` (use it to resample ``moving``).
@@ -84,7 +110,10 @@ def register_rigid(
 
     with tempfile.TemporaryDirectory(prefix="glioma_reg_") as tmp, _ants_seed(seed):
         result = ants.registration(
-            to_ants(fixed), to_ants(moving), type_of_transform=transform, outprefix=f"{tmp}/"
+            to_ants(downsample(fixed, resample_mm)),
+            to_ants(downsample(moving, resample_mm)),
+            type_of_transform=transform,
+            outprefix=f"{tmp}/",
         )
         (mat,) = result["fwdtransforms"]
         with atomic_path(out_mat) as target:
@@ -169,6 +198,7 @@ def register_images(
     *,
     transform: str = "Rigid",
     seed: int = 42,
+    resample_mm: float = 3.0,
 ) -> dict[str, sitk.Image]:
     """Register T1w, T2w and FLAIR to T1c and bring all sequences and the ROI onto the T1c grid.
 
@@ -179,6 +209,7 @@ def register_images(
         transform_paths: output ``.mat`` path for each sequence in ``MOVING``.
         transform: ANTs rigid transform type.
         seed: random seed of the metric sampling.
+        resample_mm: spacing the registration runs at (see :func:`register_rigid`).
 
     Returns:
         Images on the T1c grid per sequence (float32) and ``roi`` (uint8 0/1).
@@ -187,12 +218,18 @@ def register_images(
         InputError: the ROI is empty after resampling (column ``roi``).
     """
     fixed = images[REFERENCE]
+    fixed_small = downsample(fixed, resample_mm)  # once, not once per moving sequence
     transforms: dict[str, sitk.Transform | None] = {REFERENCE: None}
     out = {REFERENCE: sitk.Cast(fixed, sitk.sitkFloat32)}
     for sequence in MOVING:
         log.info("registering %s to %s (%s)", sequence, REFERENCE, transform)
         transforms[sequence] = register_rigid(
-            fixed, images[sequence], transform_paths[sequence], transform=transform, seed=seed
+            fixed_small,
+            images[sequence],
+            transform_paths[sequence],
+            transform=transform,
+            seed=seed,
+            resample_mm=resample_mm,
         )
         out[sequence] = resample_onto(images[sequence], fixed, transforms[sequence])
     out["roi"] = resample_onto(roi, fixed, transforms[roi_on], label=True)
@@ -201,6 +238,17 @@ def register_images(
         raise InputError("ROI is empty on the T1c grid after registration", column="roi")
     log.info("ROI on the T1c grid: %d voxels (drawn on %s)", voxels, roi_on)
     return out
+
+
+def _read_sequences(images: Mapping[str, str | Path], patient: str | None) -> dict[str, sitk.Image]:
+    """Read the four N4-corrected images; errors name the patient and the sequence."""
+    loaded = {}
+    for sequence in SEQUENCES:
+        try:
+            loaded[sequence] = read_image(images[sequence])
+        except InputError as err:
+            raise in_context(err, patient=patient, column=sequence) from err
+    return loaded
 
 
 def register_files(
@@ -212,6 +260,7 @@ def register_files(
     *,
     transform: str = "Rigid",
     seed: int = 42,
+    resample_mm: float = 3.0,
     threads: int = 1,
     patient: str | None = None,
 ) -> None:
@@ -225,6 +274,7 @@ def register_files(
         transforms: output ``.mat`` path per sequence in ``MOVING``.
         transform: ANTs rigid transform type.
         seed: random seed of the metric sampling.
+        resample_mm: spacing the registration runs at (see :func:`register_rigid`).
         threads: ITK threads.
         patient: patient ID, for error messages.
 
@@ -233,24 +283,22 @@ def register_files(
             and file.
     """
     configure_threads(threads)
-    loaded = {}
-    for sequence in SEQUENCES:
-        try:
-            loaded[sequence] = read_image(images[sequence])
-        except InputError as err:
-            raise err.with_context(patient=patient, column=sequence) from err
+    loaded = _read_sequences(images, patient)
     try:
         roi_image = read_image(roi, mask=True)
         if not sitk.GetArrayViewFromImage(roi_image).any():
-            raise InputError("ROI is empty (no non-zero voxel)", column="roi", path=roi)
+            raise InputError("ROI is empty (no non-zero voxel)")
         check_roi_grid(roi_image, loaded, roi_on, path=roi)
         registered = register_images(
-            loaded, roi_image, roi_on, transforms, transform=transform, seed=seed
+            loaded,
+            roi_image,
+            roi_on,
+            transforms,
+            transform=transform,
+            seed=seed,
+            resample_mm=resample_mm,
         )
     except InputError as err:
-        path = err.path if err.path is not None else roi
-        raise InputError(
-            err.reason, patient=patient, column=err.column or "roi", path=path
-        ) from err
+        raise in_context(err, patient=patient, column="roi", path=roi) from err
     for name, image in registered.items():
         write_image(image, outputs[name])
