@@ -12,6 +12,14 @@ report: "report/workflow.rst"
 
 
 include: "rules/common.smk"
+
+
+# IDs become path components: only safe IDs (validated in the sheet) may match.
+wildcard_constraints:
+    cohort=SAFE_ID,
+    patient=SAFE_ID,
+
+
 include: "rules/cohort.smk"
 include: "rules/preprocess.smk"
 include: "rules/dataset.smk"

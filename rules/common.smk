@@ -30,12 +30,6 @@ SHEET = "results/cohort/samples.tsv"
 EXCLUSIONS = "results/cohort/exclusions.tsv"
 
 
-wildcard_constraints:
-    cohort=SAFE_ID,
-    patient=SAFE_ID,
-    seq="|".join(SEQUENCES),
-
-
 def _row(wildcards):
     """The sheet row of one patient."""
     return _ROWS[(wildcards.cohort, wildcards.patient)]
@@ -45,6 +39,17 @@ def raw_inputs(wildcards):
     """Absolute paths of a patient's raw images: t1w, t1c, t2w, flair and roi."""
     row = _row(wildcards)
     return {column: row[column] for column in IMAGE_COLUMNS}
+
+
+def raw_sequences(wildcards):
+    """Raw image paths of a patient's four sequences (the ROI left out: N4 does not read it)."""
+    paths = raw_inputs(wildcards)
+    return {sequence: paths[sequence] for sequence in SEQUENCES}
+
+
+def raw_roi(wildcards):
+    """Raw ROI path of a patient."""
+    return raw_inputs(wildcards)["roi"]
 
 
 def roi_on(wildcards):
@@ -87,7 +92,7 @@ def crops_of_cohort(wildcards):
 
 
 def final_targets():
-    """Everything `rule all` asks for: QC pictures, tables, metrics, predictions, the report."""
+    """The default targets: QC pictures, tables, metrics, predictions and the HTML report."""
     return [
         SHEET,
         EXCLUSIONS,

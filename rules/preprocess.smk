@@ -6,17 +6,6 @@
 PREPROCESS = config["preprocess"]
 
 
-def raw_sequences(wildcards):
-    """Raw image paths of a patient's four sequences (the ROI left out: N4 does not read it)."""
-    paths = raw_inputs(wildcards)
-    return {sequence: paths[sequence] for sequence in SEQUENCES}
-
-
-def raw_roi(wildcards):
-    """Raw ROI path of a patient."""
-    return raw_inputs(wildcards)["roi"]
-
-
 rule correct_bias:
     input:
         unpack(raw_sequences),
