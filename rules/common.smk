@@ -57,6 +57,29 @@ def roi_on(wildcards):
     return _row(wildcards)["roi_on"]
 
 
+def _cohort_override(wildcards, step):
+    """A cohort's override of one preprocessing step (preprocess.per_cohort), or None."""
+    return config["preprocess"]["per_cohort"].get(wildcards.cohort, {}).get(step)
+
+
+def registration_settings(wildcards):
+    """Registration settings of a patient's cohort (per-cohort override applied)."""
+    settings = dict(config["preprocess"]["registration"])
+    settings["transform"] = (
+        _cohort_override(wildcards, "registration") or settings["transform"]
+    )
+    return settings
+
+
+def brain_extraction_settings(wildcards):
+    """Brain extraction settings of a patient's cohort (per-cohort override applied)."""
+    settings = dict(config["preprocess"]["brain_extraction"])
+    settings["method"] = (
+        _cohort_override(wildcards, "brain_extraction") or settings["method"]
+    )
+    return settings
+
+
 def cohorts():
     """Cohorts with at least one included patient, sorted."""
     return sorted(_PATIENTS_OF)

@@ -57,7 +57,7 @@ rule register_to_t1c:
         mem_mb=3000,
         runtime=30,
     params:
-        registration=PREPROCESS["registration"],
+        registration=registration_settings,
         roi_on=roi_on,
         seed=config["seed"],
     script:
@@ -80,7 +80,7 @@ rule extract_brain:
         mem_mb=4000,
         runtime=30,
     params:
-        brain_extraction=PREPROCESS["brain_extraction"],
+        brain_extraction=brain_extraction_settings,
     script:
         "../workflow_scripts/extract_brain.py"
 

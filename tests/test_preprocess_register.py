@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -195,3 +197,14 @@ def test_fit_at_coarse_spacing_is_accurate_at_full_resolution(tmp_path):
     truth = true_map(fixed_pose, moving_pose, points)
     error = np.linalg.norm(np.array([found.TransformPoint(p) for p in points]) - truth, axis=1)
     assert error.mean() < 1.0
+
+
+def test_registration_none_keeps_geometry_and_writes_identity(tmp_path: Path) -> None:
+    """Already co-registered archives: transform 'none' resamples only, no ANTs fit."""
+    image = sitk.GetImageFromArray(np.arange(4 * 5 * 6, dtype=np.float32).reshape(4, 5, 6))
+    image.SetSpacing((2.0, 2.0, 3.0))
+    transform = register_rigid(image, image, tmp_path / "t.mat", transform="none")
+    assert (tmp_path / "t.mat").exists()
+    point = (1.0, -2.0, 3.5)
+    assert transform.TransformPoint(point) == pytest.approx(point)
+    assert sitk.ReadTransform(str(tmp_path / "t.mat")).TransformPoint(point) == pytest.approx(point)

@@ -99,13 +99,22 @@ def register_rigid(
         fixed: the reference image (T1c).
         moving: the image to align (T1w, T2w or FLAIR).
         out_mat: where the ANTs/ITK ``.mat`` transform is written (atomically).
-        transform: ANTs transform type: ``Rigid``, ``QuickRigid`` or ``DenseRigid``.
+        transform: ANTs transform type: ``Rigid``, ``QuickRigid`` or ``DenseRigid``; ``none``
+            for images that are already co-registered (writes and returns the identity).
         seed: seed of the metric's random sampling (reproducible results).
         resample_mm: spacing the fit runs at (0: native resolution).
 
     Returns:
         The transform, as SimpleITK reads it from ``out_mat`` (use it to resample ``moving``).
     """
+    if transform == "none":
+        # Already co-registered archives (UCSF-PDGM, EGD, BraTS): keep the scanner geometry,
+        # only resample onto the T1c grid; the identity is kept as the transform of record.
+        identity = sitk.Euler3DTransform()
+        with atomic_path(out_mat) as target:
+            sitk.WriteTransform(identity, str(target))
+        return identity
+
     import ants
 
     with tempfile.TemporaryDirectory(prefix="glioma_reg_") as tmp, _ants_seed(seed):
