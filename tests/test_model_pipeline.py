@@ -408,7 +408,8 @@ def test_killed_training_resumes(trained, data, tmp_path):
     uninterrupted = torch.load(trained["model"] / "last.pt", weights_only=True)["model"]
     final = torch.load(out / "last.pt", weights_only=True)["model"]
     for key, value in uninterrupted.items():
-        torch.testing.assert_close(final[key], value, rtol=1e-5, atol=1e-6)
+        # Loose enough for float summation order across processes, far below a retrained epoch.
+        torch.testing.assert_close(final[key], value, rtol=1e-4, atol=1e-5)
 
 
 def test_changed_settings_restart_from_scratch(trained, data, tmp_path):
