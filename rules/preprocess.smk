@@ -52,7 +52,7 @@ rule register_to_t1c:
         "results/benchmarks/register_to_t1c/{cohort}/{patient}.tsv"
     conda:
         "../envs/preprocess.yaml"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=3000,
         runtime=30,
