@@ -31,6 +31,7 @@ $(DEMO_DIR)/samples.tsv: $(STAMP)
 
 demo: $(DEMO_DIR)/samples.tsv
 	$(VENV)/bin/snakemake --cores $(CORES) --config samples=$(DEMO_DIR)/samples.tsv
+	$(PY) -m glioma.model.summary results/metrics/metrics.json
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

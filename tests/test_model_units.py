@@ -298,3 +298,22 @@ def test_monitor_prefers_auc_then_loss_then_latest():
         "epoch",
         [4.0, 0.0],
     )
+
+
+def test_summary_lines_flag_training_data_and_leaks() -> None:
+    from glioma.model.summary import summary_lines
+
+    entry = {
+        "n": 3,
+        "accuracy": 0.5,
+        "macro_auc": None,
+        "classes": {
+            c: {"auc": 0.75, "auc_ci_low": 0.5, "auc_ci_high": None}
+            for c in ("IDHwt", "IDHmut-codel", "IDHmut-intact")
+        },
+    }
+    metrics = {"leaky_split": True, "patient": {"train": entry, "test": entry}}
+    lines = summary_lines(metrics)
+    assert lines[0].startswith("WARNING: slice-level split")
+    assert "train (training data)" in lines[1] and "macro AUC n/a" in lines[1]
+    assert "IDHwt 0.750 [0.500-n/a]" in lines[2]
