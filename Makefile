@@ -40,7 +40,7 @@ lint: $(STAMP)
 	$(VENV)/bin/snakemake --lint --config samples=$(PLACEHOLDER_SHEET)
 
 test: lint
-	HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 PYTHONUTF8=1 $(PY) -m pytest $(PYTEST_ARGS)
 
 # The README's rule graph picture (needs Graphviz's `dot`).
 rulegraph: $(STAMP)

@@ -69,7 +69,9 @@ def run_snakemake(workdir: Path, *args: str, timeout: float = 1800) -> subproces
         *args,
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
+    return subprocess.run(
+        command, capture_output=True, encoding="utf-8", errors="replace", env=env, timeout=timeout
+    )
 
 
 def subset_sheet(sheet: Path, cohorts: list[str], name: str) -> Path:

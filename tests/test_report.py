@@ -418,7 +418,8 @@ def browse(page: Path, tmp: Path, *extra: str, anchor: str = "") -> tuple[str, l
     result = subprocess.run(
         [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={tmp / 'profile'}", *extra, url],
         capture_output=True,
-        text=True,
+        encoding="utf-8",  # the page's DOM is UTF-8 whatever the locale says
+        errors="replace",
         timeout=120,
         check=False,
     )
