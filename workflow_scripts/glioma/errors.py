@@ -39,6 +39,7 @@ class InputError(ValueError):
         *,
         patient: str | None = None,
         column: str | None = None,
+        path: str | Path | None = None,
         row: int | None = None,
     ) -> InputError:
         """Return a copy of this error with the given context filled in where it was missing."""
@@ -46,6 +47,6 @@ class InputError(ValueError):
             self.reason,
             patient=self.patient if self.patient is not None else patient,
             column=self.column if self.column is not None else column,
-            path=self.path,
+            path=self.path if self.path is not None else path,
             row=self.row if self.row is not None else row,
         )

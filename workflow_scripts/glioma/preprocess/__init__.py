@@ -55,10 +55,4 @@ def in_context(
     Library functions raise errors that know only part of the context (a sequence's array
     function knows no file; a reader knows no patient); the file functions complete them.
     """
-    return InputError(
-        err.reason,
-        patient=err.patient if err.patient is not None else patient,
-        column=err.column if err.column is not None else column,
-        path=err.path if err.path is not None else path,
-        row=err.row,
-    )
+    return err.with_context(patient=patient, column=column, path=path)
