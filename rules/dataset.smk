@@ -55,6 +55,7 @@ rule make_splits:
         runtime=5,
     params:
         level=config["split"]["level"],
+        method=config["split"]["method"],
         ratios=config["split"]["ratios"],
         seed=config["seed"],
         test_cohorts=config["split"]["test_cohorts"],

@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from conftest import (
+    ADDED_COHORT,
     FIRST_COHORTS,
     REPO,
     run_snakemake,
@@ -89,15 +90,47 @@ def _cohort_sheet(tiny_cohort: Path, cohorts: list[str], per_cohort: int, name: 
 TARGETS = ("results/splits.tsv", "results/cohort/table1.md")
 
 
-def test_workflow_runs_through_sbatch(cluster: Path, tiny_cohort: Path, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def first_run(cluster: Path, tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One patient per first cohort through sbatch, up to the shards; returns the workdir."""
+    workdir = tmp_path_factory.mktemp("slurm_run")
     first = _cohort_sheet(tiny_cohort, FIRST_COHORTS, 1, "slurm_first.tsv")
-    write_config(tmp_path, first)
+    write_config(workdir, first)
     targets = [*TARGETS, *(f"results/shards/{c}" for c in FIRST_COHORTS)]
-    run = run_snakemake(tmp_path, *CLUSTER_ARGS, *targets, timeout=1200)
+    run = run_snakemake(workdir, *CLUSTER_ARGS, *targets, timeout=1200)
     log = run.stdout + run.stderr
     assert run.returncode == 0, log[-5000:] + (cluster / "daemons.log").read_text()[-2000:]
-    run_log = _run_log(tmp_path)
+    return workdir
+
+
+def test_workflow_runs_through_sbatch(first_run: Path) -> None:
+    run_log = _run_log(first_run)
     submitted = SUBMITTED.findall(run_log)
     assert len(submitted) == int(TOTAL.search(run_log).group(1)) > 0, "every job through sbatch"
+    assert {rule for rule, _ in submitted} >= PER_PATIENT
     for cohort in FIRST_COHORTS:
-        assert list((tmp_path / "results" / "shards" / cohort).glob("part-*.parquet"))
+        assert list((first_run / "results" / "shards" / cohort).glob("part-*.parquet"))
+
+
+def test_adding_a_cohort_submits_only_its_jobs(
+    first_run: Path, cluster: Path, tiny_cohort: Path
+) -> None:
+    shards = sorted((first_run / "results" / "shards").rglob("*.parquet"))
+    before = {path: path.stat().st_mtime_ns for path in shards}
+    cohorts = [*FIRST_COHORTS, ADDED_COHORT]
+    sheet = _cohort_sheet(tiny_cohort, cohorts, 1, "slurm_added.tsv")
+    write_config(first_run, sheet)
+    targets = [*TARGETS, *(f"results/shards/{c}" for c in cohorts)]
+    run = run_snakemake(first_run, *CLUSTER_ARGS, *targets, timeout=1200)
+    log = run.stdout + run.stderr
+    assert run.returncode == 0, log[-5000:] + (cluster / "daemons.log").read_text()[-2000:]
+
+    submitted = SUBMITTED.findall(_run_log(first_run))
+    added = pd.read_csv(sheet, sep="\t", dtype=str).query("cohort == @ADDED_COHORT")
+    (patient,) = added["patient"]
+    per_patient = {(rule, where) for rule, where in submitted if rule in PER_PATIENT}
+    assert per_patient == {(rule, f"{ADDED_COHORT}_{patient}") for rule in PER_PATIENT}
+    shard_jobs = [where for rule, where in submitted if rule == "build_shards"]
+    assert shard_jobs == [ADDED_COHORT], "only the new cohort's shards are built"
+    assert {path: path.stat().st_mtime_ns for path in shards} == before, "old shards untouched"
+    assert list((first_run / "results" / "shards" / ADDED_COHORT).glob("part-*.parquet"))

@@ -16,6 +16,7 @@ from glioma.dataset.splits import (
     check_ratios,
     check_split_config,
     make_splits,
+    quota_sizes,
     read_sheet,
     read_splits,
     slice_split,
@@ -70,6 +71,75 @@ def test_adding_a_cohort_and_patients_moves_nobody() -> None:
         new = keyed(assign_splits(grown, level=level, ratios=RATIOS, seed=7, **extra))
         assert {key: new[key] for key in old} == old
         assert len(new) == len(grown)
+
+
+@pytest.mark.parametrize(
+    ("n", "sizes"),
+    [(1, [1, 0, 0]), (3, [1, 1, 1]), (10, [8, 1, 1]), (20, [16, 2, 2]), (5, [3, 1, 1])],
+)
+def test_quota_sizes_are_exact_and_cover_every_split(n: int, sizes: list[int]) -> None:
+    assert quota_sizes(n, RATIOS, [0.1, 0.2, 0.3]) == sizes
+
+
+def test_quota_sizes_break_ties_by_the_given_order() -> None:
+    ratios = {"train": 0.6, "val": 0.2, "test": 0.2}
+    assert quota_sizes(2, ratios, [0.0, 0.9, 0.1]) == [1, 1, 0]
+    assert quota_sizes(2, ratios, [0.0, 0.1, 0.9]) == [1, 0, 1]
+
+
+def test_quota_holds_ratios_per_stratum_and_reaches_small_classes() -> None:
+    sheet = synthetic_sheet({"A": 53, "B": 7, "C": 4}, unlabelled=2)
+    splits = assign_splits(sheet, level="patient", ratios=RATIOS, seed=3, method="quota")
+    labelled = splits[splits["class"] != ""]
+    for (_, _), stratum in labelled.groupby(["cohort", "class"]):
+        counts = stratum["split"].value_counts()
+        n = len(stratum)
+        expected = quota_sizes(n, RATIOS, [0, 0, 0])
+        assert sorted(counts.reindex(["train", "val", "test"], fill_value=0)) == sorted(expected)
+        if n >= 3:
+            assert set(counts.index) == {"train", "val", "test"}, stratum
+        assert abs(counts.get("train", 0) - 0.8 * n) <= max(2, 0.1 * n)
+    assert set(splits.loc[splits["class"] == "", "split"]) == {"unlabelled"}
+
+
+def test_quota_adding_a_cohort_moves_nobody_and_growing_one_moves_few() -> None:
+    before = synthetic_sheet({"A": 60, "B": 40}, unlabelled=2)
+    grown = synthetic_sheet({"A": 60, "B": 40, "C": 50}, unlabelled=2)
+    grown = grown.sample(frac=1, random_state=1)
+    for level, extra in [("patient", {}), ("cohort", {"test_cohorts": ["B"]})]:
+        old = keyed(
+            assign_splits(before, level=level, ratios=RATIOS, seed=7, method="quota", **extra)
+        )
+        new = keyed(
+            assign_splits(grown, level=level, ratios=RATIOS, seed=7, method="quota", **extra)
+        )
+        assert {key: new[key] for key in old} == old
+    extra = pd.DataFrame([{"patient": "A-new", "cohort": "A", "class": "IDHwt"}])
+    more_a = pd.concat([before, extra], ignore_index=True)
+    new = keyed(assign_splits(more_a, level="patient", ratios=RATIOS, seed=7, method="quota"))
+    old = keyed(assign_splits(before, level="patient", ratios=RATIOS, seed=7, method="quota"))
+    moved = [key for key in old if new[key] != old[key]]
+    assert len(moved) <= 2 and all(cohort == "A" for cohort, _ in moved)
+
+
+def test_make_splits_logs_patients_that_moved(tmp_path: Path, caplog) -> None:
+    sheet = synthetic_sheet({"A": 30})
+    sheet.to_csv(tmp_path / "samples.tsv", sep="\t", index=False)
+    out = tmp_path / "splits.tsv"
+    make_splits(tmp_path / "samples.tsv", out, level="patient", ratios=RATIOS, seed=1)
+    with caplog.at_level(logging.WARNING):
+        make_splits(tmp_path / "samples.tsv", out, level="patient", ratios=RATIOS, seed=1)
+    assert "changed split" not in caplog.text
+    with caplog.at_level(logging.WARNING):
+        make_splits(tmp_path / "samples.tsv", out, level="patient", ratios=RATIOS, seed=2)
+    assert "changed split since the previous manifest" in caplog.text
+
+
+def test_unknown_method_is_rejected() -> None:
+    with pytest.raises(ValueError, match=r"split\.method"):
+        assign_splits(synthetic_sheet({"A": 3}), level="patient", ratios=RATIOS, seed=0, method="x")
+    with pytest.raises(ValueError, match=r"split\.method"):
+        check_split_config({"level": "patient", "method": "x", "ratios": RATIOS}, ["A"])
 
 
 def test_relabelling_moves_only_between_labelled_and_unlabelled() -> None:

@@ -11,6 +11,7 @@ def main(smk) -> None:
         smk.input.sheet,
         smk.output[0],
         level=smk.params.level,
+        method=smk.params.method,
         ratios=dict(smk.params.ratios),
         seed=smk.params.seed,
         test_cohorts=list(smk.params.test_cohorts),

@@ -1,18 +1,27 @@
 """The split manifest ``results/splits.tsv``: stable, leakage-free train/val/test assignment.
 
-Every labelled patient's split is a pure function of its own (cohort, patient) and the seed: a
-SHA-256 of (seed, cohort, patient) mapped to [0, 1) is compared with the cumulative ratios. So
-adding patients or cohorts never moves an existing patient, and a patient's slices are never in
-two splits. The price of that stability is that the realised ratios are binomial around the
-targets (within a stratum of n patients a fraction r varies by about sqrt(r(1-r)/n)) rather than
-exact; re-balancing small strata would move existing patients, so it is not done. Instead the
-counts per stratum (cohort x class) are logged, with a warning when a class is missing from a
-split that should hold it.
+Two ways to turn ratios into patient splits, both keyed on a SHA-256 of (seed, cohort, patient):
+
+- ``hash``: each patient's hash fraction is compared with the cumulative ratios, so a patient's
+  split depends only on its own (cohort, patient) and the seed. Adding patients or cohorts never
+  moves anyone; the price is that the realised ratios are binomial around the targets (a
+  fraction r of a stratum of n varies by about sqrt(r(1-r)/n)), so a small stratum can miss a
+  split entirely.
+- ``quota``: within each cohort x class stratum, patients are ranked by their hash fraction and
+  cut into consecutive bands whose sizes are the ratios' largest-remainder quotas, after giving
+  every split with a non-zero ratio one patient when the stratum has enough of them. The ratios
+  hold exactly per stratum and small classes reach val and test. A stratum holds one cohort, so
+  adding a cohort still moves nobody; adding patients to an existing cohort can move the few
+  patients at the bands' edges of that cohort's strata (``make_splits`` logs which).
+
+Either way a patient's slices are never in two splits. Counts per stratum are logged, with a
+warning when a class is missing from a split that should hold it.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -26,6 +35,7 @@ from glioma.io import atomic_path
 log = logging.getLogger(__name__)
 
 LEVELS = ("patient", "cohort", "slice")
+METHODS = ("hash", "quota")
 #: Split value of labelled patients under ``level: slice``; their slices are split at load time.
 SLICE_SPLIT = "slice"
 SHEET_COLUMNS = ("patient", "cohort", "class")
@@ -136,6 +146,59 @@ def slice_split(
     return split_of_fraction(stable_fraction(seed, cohort, patient, int(slice_index)), ratios)
 
 
+def quota_sizes(n: int, ratios: Mapping[str, float], tiebreak: Sequence[float]) -> list[int]:
+    """Split ``n`` patients into per-split counts following ``ratios`` (in ``SPLITS`` order).
+
+    Every split with a non-zero ratio first gets one patient when ``n`` allows it; the rest go by
+    largest remainder of the remaining targets, ties broken by ``tiebreak`` (one value per split).
+    """
+    weights = [ratios[name] for name in SPLITS]
+    positive = [i for i, weight in enumerate(weights) if weight > 0]
+    sizes = [0] * len(weights)
+    if n >= len(positive):
+        for i in positive:
+            sizes[i] = 1
+    targets = [max(n * weight - size, 0.0) for weight, size in zip(weights, sizes, strict=True)]
+    left = n - sum(sizes)
+    scale = left / sum(targets) if sum(targets) > 0 else 0.0
+    targets = [target * scale for target in targets]
+    floors = [math.floor(target) for target in targets]
+    sizes = [size + floor for size, floor in zip(sizes, floors, strict=True)]
+    by_remainder = sorted(
+        positive, key=lambda i: (targets[i] - floors[i], weights[i], tiebreak[i]), reverse=True
+    )
+    for i in by_remainder[: n - sum(sizes)]:
+        sizes[i] += 1
+    return sizes
+
+
+def _quota_split(
+    table: pd.DataFrame, fractions: Sequence[float], ratios: Mapping[str, float], seed: int
+) -> list[str]:
+    """Split every cohort x class stratum of ``table`` into hash-ranked bands of quota size."""
+    split = [UNLABELLED_SPLIT] * len(table)
+    frame = table.assign(_fraction=list(fractions), _row=range(len(table)))
+    for (cohort, label), stratum in frame.groupby(["cohort", "class"], sort=True):
+        if not label:
+            continue
+        tiebreak = [stable_fraction(seed, "quota", cohort, label, name) for name in SPLITS]
+        sizes = quota_sizes(len(stratum), ratios, tiebreak)
+        ranked = stratum.sort_values(["_fraction", "patient"], kind="stable")["_row"]
+        names = [name for name, size in zip(SPLITS, sizes, strict=True) for _ in range(size)]
+        for row, name in zip(ranked, names, strict=True):
+            split[row] = name
+    return split
+
+
+def _within(
+    table: pd.DataFrame, fractions: Sequence[float], ratios: Mapping[str, float], seed: int, method
+) -> list[str]:
+    """The split of every row of ``table`` under ``method`` (``hash`` or ``quota``)."""
+    if method == "quota":
+        return _quota_split(table, fractions, ratios, seed)
+    return [split_of_fraction(f, ratios) for f in fractions]
+
+
 def assign_splits(
     sheet: pd.DataFrame,
     *,
@@ -143,39 +206,41 @@ def assign_splits(
     ratios: Mapping[str, float],
     seed: int,
     test_cohorts: Sequence[str] = (),
+    method: str = "hash",
 ) -> pd.DataFrame:
     """Return ``sheet``'s patient, cohort, class with a ``split`` column, sorted by cohort, patient.
 
     Args:
         sheet: columns patient, cohort, class ("" when unlabelled).
-        level: ``patient`` (stable hash within each stratum), ``cohort`` (``test_cohorts`` are the
-            test set, the other cohorts train/val by hash with the train:val ratio) or ``slice``
+        level: ``patient`` (by hash or quota within each stratum), ``cohort`` (``test_cohorts``
+            are the test set, the other cohorts train/val with the train:val ratio) or ``slice``
             (labelled patients get ``slice``; their slices are split at load time).
         ratios: train, val, test fractions summing to 1.
         seed: the split seed.
         test_cohorts: external test cohorts (level ``cohort`` only).
+        method: ``hash`` or ``quota`` (see the module docstring).
 
     Raises:
-        ValueError: unknown level, bad ratios, or test cohorts missing from the sheet or
-            covering all of it.
+        ValueError: unknown level or method, bad ratios, or test cohorts missing from the sheet
+            or covering all of it.
     """
     if level not in LEVELS:
         raise ValueError(f"split.level must be one of {', '.join(LEVELS)}; got {level!r}")
+    if method not in METHODS:
+        raise ValueError(f"split.method must be one of {', '.join(METHODS)}; got {method!r}")
     ratios = check_ratios(ratios)
-    out = sheet.loc[:, list(SHEET_COLUMNS)].copy()
+    out = sheet.loc[:, list(SHEET_COLUMNS)].reset_index(drop=True)
     fractions = [
         stable_fraction(seed, c, p) for c, p in zip(out["cohort"], out["patient"], strict=True)
     ]
     if level == "patient":
-        split = [split_of_fraction(f, ratios) for f in fractions]
+        split = _within(out, fractions, ratios, seed, method)
     elif level == "cohort":
         test = _check_test_cohorts(set(out["cohort"]), test_cohorts)
         train_share = ratios["train"] / (ratios["train"] + ratios["val"])
         inner = {"train": train_share, "val": 1 - train_share, "test": 0.0}
-        split = [
-            "test" if cohort in test else split_of_fraction(f, inner)
-            for cohort, f in zip(out["cohort"], fractions, strict=True)
-        ]
+        split = _within(out, fractions, inner, seed, method)
+        split = ["test" if c in test else s for c, s in zip(out["cohort"], split, strict=True)]
     else:
         split = [SLICE_SPLIT] * len(out)
     out["split"] = split
@@ -208,6 +273,10 @@ def check_split_config(split: Mapping, cohorts: Iterable[str]) -> None:
     if split["level"] not in LEVELS:
         raise ValueError(f"split.level must be one of {', '.join(LEVELS)}; got {split['level']!r}")
     check_ratios(split["ratios"])
+    if split.get("method", "hash") not in METHODS:
+        raise ValueError(
+            f"split.method must be one of {', '.join(METHODS)}; got {split['method']!r}"
+        )
     if split["level"] == "cohort":
         _check_test_cohorts(set(cohorts), split["test_cohorts"])
 
@@ -236,11 +305,35 @@ def _report(splits: pd.DataFrame, level: str, ratios: Mapping[str, float]) -> No
         present = set(labelled.loc[labelled["split"] == name, "class"])
         for missing in sorted(set(labelled["class"]) - present):
             log.warning(
-                "class %s has no patient in %s (hash-based splits never re-balance: that would "
-                "move existing patients)",
+                "class %s has no patient in %s (its strata are too small for this split; "
+                "split.method quota gives every split one patient of a stratum of 3 or more)",
                 missing,
                 name,
             )
+
+
+def _log_moves(previous: Path, splits: pd.DataFrame) -> None:
+    """Warn about patients whose split differs from the manifest ``previous`` (when it exists)."""
+    if not previous.is_file():
+        return
+    try:
+        before = read_splits(previous)
+    except InputError:
+        return  # an unreadable old manifest is replaced; nothing to compare with
+    both = before.merge(splits, on=["cohort", "patient"], suffixes=("_before", ""))
+    moved = both[both["split_before"] != both["split"]]
+    if len(moved):
+        log.warning(
+            "%d patient(s) changed split since the previous manifest (new patients in their "
+            "strata, relabelling, or a changed split config): %s",
+            len(moved),
+            ", ".join(
+                f"{c}/{p} {a}->{b}"
+                for c, p, a, b in moved[["cohort", "patient", "split_before", "split"]].itertuples(
+                    index=False
+                )
+            ),
+        )
 
 
 def make_splits(
@@ -251,15 +344,23 @@ def make_splits(
     ratios: Mapping[str, float],
     seed: int,
     test_cohorts: Sequence[str] = (),
+    method: str = "hash",
 ) -> pd.DataFrame:
     """Write the split manifest (``patient, cohort, class, split`` TSV) of a sheet, atomically.
 
-    See :func:`assign_splits` for the arguments; returns the manifest written.
+    See :func:`assign_splits` for the arguments; returns the manifest written. Patients whose
+    split changed since the manifest already at ``out_path`` are logged.
     """
     splits = assign_splits(
-        read_sheet(sheet_path), level=level, ratios=ratios, seed=seed, test_cohorts=test_cohorts
+        read_sheet(sheet_path),
+        level=level,
+        ratios=ratios,
+        seed=seed,
+        test_cohorts=test_cohorts,
+        method=method,
     )
     _report(splits, level, ratios)
+    _log_moves(Path(out_path), splits)
     with atomic_path(out_path) as tmp:
         splits.to_csv(tmp, sep="\t", index=False)
     return splits
