@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
-import numpy as np
 import pytest
-import SimpleITK as sitk
+from cohort_fixtures import PAPER_HEADER, R_HEADER, tiny_nifti, write_pan_glioma
 
 from glioma.cohorts import build_brats_tcga, write_sheet
 from glioma.cohorts.__main__ import main
@@ -42,10 +40,6 @@ PAN_GLIOMA = [
     ("TCGA-08-0350", "Glioblastoma multiforme", "G4", "62", "male", "WT", "non-codel",
      "IDHmut-codel"),
 ]  # fmt: skip
-R_HEADER = ["Case", "Study", "Grade", "Age..years.at.diagnosis.", "Gender", "IDH.status",
-            "X1p.19q.codeletion", "IDH.codel.subtype"]  # fmt: skip
-PAPER_HEADER = ["Case", "Study", "Grade", "Age (years at diagnosis)", "Gender", "IDH status",
-                "1p/19q codeletion", "IDH/codel subtype"]  # fmt: skip
 EXPECTED = {  # patient -> cohort, idh, codeletion, grade, age, sex
     "TCGA-CS-4941": ("TCGA-LGG", "mutant", "codeleted", "2", "67", "M"),
     "TCGA-DU-5870": ("TCGA-LGG", "mutant", "intact", "3", "38", "F"),
@@ -57,12 +51,6 @@ EXPECTED = {  # patient -> cohort, idh, codeletion, grade, age, sex
 }
 
 
-def tiny_nifti(path: Path) -> None:
-    """Write an 8x8x8 int16 volume to ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sitk.WriteImage(sitk.GetImageFromArray(np.ones((8, 8, 8), np.int16)), str(path))
-
-
 def make_tcga_download(root: Path) -> Path:
     """Build BraTS-TCGA LGG and GBM downloads side by side; return their parent folder."""
     for patient, (collection, date, segmentations, missing) in SCANS.items():
@@ -71,17 +59,6 @@ def make_tcga_download(root: Path) -> Path:
             if tag != missing:
                 tiny_nifti(folder / f"{patient}_{date}_{tag}.nii.gz")
     return root
-
-
-def write_pan_glioma(path: Path, header: list[str], title: bool = False) -> Path:
-    """Write the pan-glioma table, optionally under a title row as in the supplement."""
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        if title:
-            writer.writerow(["Table S1A. TCGA discovery dataset"])  # one field, as exported
-        writer.writerow(header)
-        writer.writerows(PAN_GLIOMA)
-    return path
 
 
 def _labels(sheet) -> dict[str, tuple[str, ...]]:
@@ -96,7 +73,7 @@ def test_sheet_has_right_patients_labels_and_skips(
     tmp_path: Path, header: list[str], title: bool
 ) -> None:
     folder = make_tcga_download(tmp_path / "tcga")
-    table = write_pan_glioma(tmp_path / "pan_glioma.csv", header, title)
+    table = write_pan_glioma(tmp_path / "pan_glioma.csv", header, PAN_GLIOMA, title)
     sheet, skipped = build_brats_tcga(folder, labels=table)
     assert _labels(sheet) == EXPECTED
     assert set(sheet["roi_on"]) == {"flair"}
@@ -112,7 +89,7 @@ def test_sheet_has_right_patients_labels_and_skips(
 
 def test_written_sheet_passes_validation(tmp_path: Path) -> None:
     folder = make_tcga_download(tmp_path / "tcga")
-    table = write_pan_glioma(tmp_path / "pan.csv", R_HEADER)
+    table = write_pan_glioma(tmp_path / "pan.csv", R_HEADER, PAN_GLIOMA)
     sheet, _ = build_brats_tcga(folder, labels=table)
     write_sheet(sheet, tmp_path / "samples.tsv")
     result = validate_sheet(tmp_path / "samples.tsv")
@@ -132,7 +109,7 @@ def test_collection_from_study_column_or_cohort_option(tmp_path: Path) -> None:
     for tag in (*SEQUENCES, "GlistrBoost"):
         tiny_nifti(folder / "TCGA-CS-4941" / f"TCGA-CS-4941_1997.03.04_{tag}.nii.gz")
         tiny_nifti(folder / "TCGA-06-0190" / f"TCGA-06-0190_2004.12.10_{tag}.nii.gz")
-    table = write_pan_glioma(tmp_path / "pan.csv", R_HEADER)
+    table = write_pan_glioma(tmp_path / "pan.csv", R_HEADER, PAN_GLIOMA)
     sheet, skipped = build_brats_tcga(folder, labels=table)
     assert list(sheet["cohort"]) == ["TCGA-LGG"]  # from the Study column
     assert list(skipped["patient"]) == ["TCGA-06-0190"]  # not in the table: LGG or GBM?
@@ -153,7 +130,7 @@ def test_two_scan_dates_are_skipped_not_guessed(tmp_path: Path) -> None:
 
 def test_bad_value_names_patient_column_and_file(tmp_path: Path) -> None:
     folder = make_tcga_download(tmp_path / "tcga")
-    table = write_pan_glioma(tmp_path / "pan.csv", R_HEADER)
+    table = write_pan_glioma(tmp_path / "pan.csv", R_HEADER, PAN_GLIOMA)
     table.write_text(table.read_text().replace("G3", "G7", 1))
     with pytest.raises(InputError) as err:
         build_brats_tcga(folder, labels=table)
@@ -163,7 +140,7 @@ def test_bad_value_names_patient_column_and_file(tmp_path: Path) -> None:
 
 def test_cli(tmp_path: Path, capsys) -> None:
     folder = make_tcga_download(tmp_path / "tcga")
-    table = write_pan_glioma(tmp_path / "pan.csv", R_HEADER)
+    table = write_pan_glioma(tmp_path / "pan.csv", R_HEADER, PAN_GLIOMA)
     out = tmp_path / "tcga.tsv"
     assert main(["brats-tcga", str(folder), "--labels", str(table), "-o", str(out)]) == 0
     printed = capsys.readouterr().out

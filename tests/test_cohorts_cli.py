@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_cohorts_brats_tcga import R_HEADER, make_tcga_download, write_pan_glioma
+from cohort_fixtures import R_HEADER, write_pan_glioma
+from test_cohorts_brats_tcga import PAN_GLIOMA, make_tcga_download
 from test_cohorts_egd import make_egd_download
 from test_cohorts_ucsf import make_ucsf_download
 
@@ -39,7 +40,7 @@ def test_cli_builds_and_merges_all_four_cohorts(tmp_path: Path, capsys) -> None:
     ucsf = make_ucsf_download(data / "UCSF-PDGM")
     egd = make_egd_download(data / "EGD")
     tcga = make_tcga_download(data / "TCGA")
-    table = write_pan_glioma(data / "TCGA" / "pan_glioma.csv", R_HEADER)
+    table = write_pan_glioma(data / "TCGA" / "pan_glioma.csv", R_HEADER, PAN_GLIOMA)
     sheets = tmp_path / "sheets"
     assert main(["ucsf-pdgm", str(ucsf), "-o", str(sheets / "ucsf.tsv")]) == 0
     assert main(["egd", str(egd), "-o", str(sheets / "egd.tsv")]) == 0

@@ -13,22 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from cohort_fixtures import SECRETS, rotation, write_dicom_series
 
 from glioma.io import read_image, write_image
 
-PATIENT_NAME = "ZZFAKEPATIENT^QQHIDDEN"
-PATIENT_ID = "PID-7319-SECRET"
-SECRETS = (b"ZZFAKEPATIENT", b"QQHIDDEN", PATIENT_ID.encode())
 SHAPE = (6, 7, 8)  # z, y, x
-
-
-def _rotation(ax: float, ay: float, az: float) -> np.ndarray:
-    """Rotation matrix (determinant +1) about x, then y, then z, angles in degrees."""
-    x, y, z = np.deg2rad([ax, ay, az])
-    rx = np.array([[1, 0, 0], [0, np.cos(x), -np.sin(x)], [0, np.sin(x), np.cos(x)]])
-    ry = np.array([[np.cos(y), 0, np.sin(y)], [0, 1, 0], [-np.sin(y), 0, np.cos(y)]])
-    rz = np.array([[np.cos(z), -np.sin(z), 0], [np.sin(z), np.cos(z), 0], [0, 0, 1]])
-    return rz @ ry @ rx
 
 
 def oblique_volume() -> sitk.Image:
@@ -38,44 +27,8 @@ def oblique_volume() -> sitk.Image:
     image.SetSpacing((0.9, 1.1, 2.5))
     image.SetOrigin((-12.5, 30.25, 7.0))
     # DICOM stores decimal strings: round so the twin's direction is what DICOM can hold.
-    image.SetDirection(np.round(_rotation(17, -11, 23), 6).ravel().tolist())
+    image.SetDirection(np.round(rotation(17, -11, 23), 6).ravel().tolist())
     return image
-
-
-def _ds(values: tuple[float, ...] | list[float]) -> str:
-    """Format numbers as a DICOM decimal-string list (each at most 16 characters)."""
-    return "\\".join(f"{v:.6f}".rstrip("0").rstrip(".") for v in values)
-
-
-def write_dicom_series(image: sitk.Image, folder: Path) -> None:
-    """Write ``image`` as one MR DICOM file per slice, with the geometry and a patient name."""
-    folder.mkdir(parents=True)
-    d = image.GetDirection()
-    orientation = _ds([d[0], d[3], d[6], d[1], d[4], d[7]])  # row and column cosines
-    series = "1.2.826.0.1.3680043.2.1125.9.1"
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    depth = image.GetSize()[2]
-    for k in range(depth):
-        plane = image[:, :, k]
-        tags = {
-            "0010|0010": PATIENT_NAME,
-            "0010|0020": PATIENT_ID,
-            "0008|0060": "MR",
-            "0008|0016": "1.2.840.10008.5.1.4.1.1.4",
-            "0008|0018": f"{series}.{k + 1}",
-            "0020|000d": "1.2.826.0.1.3680043.2.1125.9",
-            "0020|000e": series,
-            "0020|0013": str(k + 1),
-            "0020|0032": _ds(image.TransformIndexToPhysicalPoint((0, 0, k))),
-            "0020|0037": orientation,
-            "0018|0050": _ds([image.GetSpacing()[2]]),
-            "0008|103e": "fake oblique T1",
-        }
-        for tag, value in tags.items():
-            plane.SetMetaData(tag, value)
-        writer.SetFileName(str(folder / f"slice_{depth - k:03d}.dcm"))  # names reverse order
-        writer.Execute(plane)
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import SimpleITK as sitk
+from cohort_fixtures import egd_metadata_json, tiny_nifti
 
 from glioma.cohorts import build_egd, write_sheet
 from glioma.cohorts.__main__ import main
@@ -48,35 +48,17 @@ EXPECTED = {
 }
 
 
-def tiny_nifti(path: Path) -> None:
-    """Write an 8x8x8 float32 volume to ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sitk.WriteImage(sitk.GetImageFromArray(np.ones((8, 8, 8), np.float32)), str(path))
-
-
-def _metadata_json(idh: int, codel: int, grade: int, age: float, sex: str) -> dict:
-    """A subject's metadata.json with the sections EGD ships."""
-    return {
-        "Clinical_data": {"Age": age, "Sex": sex},
-        "Genetic_and_Histological_labels": {
-            "IDH": idh, "1p19q": codel, "Grade": grade, "WHO_2016_Subtype": -1,
-        },
-        "Scan_characteristics": {"Manufacturer": "Philips Medical Systems", "Field": 3.0},
-        "Segmentation_source": {"Observer": "Observer 1", "Original scan": "FLAIR"},
-    }  # fmt: skip
-
-
 def make_egd_download(root: Path) -> Path:
     """Build an EGD download with every hazard; return its folder."""
     for subject, values in JSON.items():
         folder = root / "SUBJECTS" / subject
         for name in FILES:
             if not (subject == "EGD-0007" and name == "T2"):  # EGD-0007 lacks T2
-                tiny_nifti(folder / f"{name}.nii.gz")
+                tiny_nifti(folder / f"{name}.nii.gz", np.float32)
         if values is not None:
-            (folder / "metadata.json").write_text(json.dumps(_metadata_json(*values)))
+            (folder / "metadata.json").write_text(json.dumps(egd_metadata_json(*values)))
     metadata = root / "METADATA"
-    tiny_nifti(metadata / "Brain_mask.nii.gz")
+    tiny_nifti(metadata / "Brain_mask.nii.gz", np.float32)
     genetic = ["Subject,IDH,1p19q,Grade"] + [f"{s},{v[0]},{v[1]},{v[2]}" for s, v in TABLE.items()]
     (metadata / "Genetic_and_Histological_labels.csv").write_text("\n".join(genetic) + "\n")
     clinical = ["Subject,Age,Sex"] + [f"{s},{v[3]},{v[4]}" for s, v in TABLE.items()]
@@ -130,7 +112,7 @@ def test_labels_option_overrides_and_subjects_folder_works(tmp_path: Path) -> No
 def test_bad_code_names_patient_column_and_file(tmp_path: Path) -> None:
     folder = make_egd_download(tmp_path / "EGD")
     path = folder / "SUBJECTS" / "EGD-0003" / "metadata.json"
-    path.write_text(json.dumps(_metadata_json(2, 0, 3, 35, "M")))
+    path.write_text(json.dumps(egd_metadata_json(2, 0, 3, 35, "M")))
     with pytest.raises(InputError) as err:
         build_egd(folder)
     message = str(err.value)

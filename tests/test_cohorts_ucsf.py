@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
-import numpy as np
 import pytest
-import SimpleITK as sitk
+from cohort_fixtures import tiny_nifti, write_ucsf_metadata
 
 from glioma.cohorts import build_ucsf_pdgm, write_sheet
 from glioma.cohorts.__main__ import main
@@ -15,11 +13,6 @@ from glioma.cohorts.ucsf_pdgm import normalise_id, parse_codeletion, parse_idh
 from glioma.errors import InputError
 from glioma.samples import validate_sheet
 
-HEADER = [
-    "ID", "Sex", "Age at MRI", "WHO CNS Grade", "Final pathologic diagnosis (WHO 2021)",
-    "MGMT status", "MGMT index", "1p/19q", "IDH", "1-dead 0-alive", "OS", "EOR",
-    "Biopsy prior to imaging", "BraTS21 ID", "BraTS21 Segmentation Cohort", "BraTS21 MGMT Cohort",
-]  # fmt: skip
 SEQUENCES = ("T1", "T1c", "T2", "FLAIR", "tumor_segmentation")
 EXTRAS = ("T1_bias", "T1c_bias", "FLAIR_bias", "SWI", "ADC", "brain_segmentation")
 GBM, ASTRO = "Glioblastoma, IDH-wildtype", "Astrocytoma, IDH-mutant"
@@ -58,36 +51,6 @@ CLASSES = {
 }
 
 
-def tiny_nifti(path: Path) -> None:
-    """Write an 8x8x8 int16 volume (1 mm) to ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sitk.WriteImage(sitk.GetImageFromArray(np.ones((8, 8, 8), np.int16)), str(path))
-
-
-def write_metadata(path: Path, rows: list[tuple[str, ...]]) -> None:
-    """Write a metadata CSV with the real header (quoted diagnosis with commas)."""
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(HEADER)
-        for pid, sex, age, grade, diagnosis, codel, idh in rows:
-            writer.writerow(
-                [
-                    pid,
-                    sex,
-                    age,
-                    grade,
-                    diagnosis,
-                    "positive",
-                    "12",
-                    codel,
-                    idh,
-                    "0",
-                    "600",
-                    *("GTR", "No", "BraTS2021_00097", "Training", "Training"),
-                ]
-            )
-
-
 def make_ucsf_download(root: Path) -> Path:
     """Build a UCSF-PDGM download with every hazard; return its top folder."""
     package = root / "PKG - UCSF-PDGM-v3" / "UCSF-PDGM-v3"
@@ -99,9 +62,9 @@ def make_ucsf_download(root: Path) -> Path:
         tiny_nifti(package / "UCSF-PDGM-0050_nifti" / f"UCSF-PDGM-0050_{tag}.nii.gz")
     for tag in SEQUENCES:  # files with 3 digits inside a 4-digit folder
         tiny_nifti(package / "UCSF-PDGM-0060_nifti" / f"UCSF-PDGM-060_{tag}.nii.gz")
-    write_metadata(package.parent / "UCSF-PDGM-metadata_v5.csv", METADATA)
+    write_ucsf_metadata(package.parent / "UCSF-PDGM-metadata_v5.csv", METADATA)
     stale = [("UCSF-PDGM-004", "F", "99", "2", GBM, "", "wildtype")]
-    write_metadata(package.parent / "UCSF-PDGM-metadata_v2.csv", stale)
+    write_ucsf_metadata(package.parent / "UCSF-PDGM-metadata_v2.csv", stale)
     return package.parent
 
 
@@ -141,7 +104,7 @@ def test_legacy_follow_up_id_is_skipped(tmp_path: Path) -> None:
     for number in ("0433", "0315"):
         for tag in SEQUENCES:
             tiny_nifti(tmp_path / f"UCSF-PDGM-{number}_nifti" / f"UCSF-PDGM-{number}_{tag}.nii.gz")
-    write_metadata(
+    write_ucsf_metadata(
         tmp_path / "UCSF-PDGM-metadata_v2.csv",
         [
             ("UCSF-PDGM-433", "F", "50", "4", GBM, "", "wildtype"),
