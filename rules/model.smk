@@ -1,6 +1,8 @@
 # Classifier: train on the shards of every included cohort, predict every patient, evaluate.
-# Training uses a GPU when one is visible; clusters ask for one in the profile (slurm_extra /
-# gres for train_classifier), not here, so that a workstation without a GPU still schedules it.
+# Training uses the GPUs the job sees: one process, or one per GPU under torchrun (DDP) when it
+# sees several (model.processes 0; glioma.model.launch decides inside the job). Clusters ask for
+# GPUs in the profile (`gpu` for train_classifier), not here, so that a workstation without a
+# GPU still schedules it; the job's threads are shared among the processes.
 from glioma.constants import SPLITS
 
 

@@ -1,12 +1,15 @@
 """Streaming torch dataset over the Parquet slice shards.
 
 The unit of I/O is a row group (~50 slices, see :mod:`glioma.dataset.rowgroups`). Per epoch the
-(file, row group) list is shuffled with ``(seed, epoch)`` and dealt round-robin to DataLoader
-workers, so every slice is read by exactly one worker; each worker then reads windows of about
-``buffer_size`` slices (whole row groups) and yields each window in a random order. Slices are
-views into the window's row groups, so nothing is copied before the batch is made, and memory is
-about two windows per worker, whatever the number of shards. Do not use ``persistent_workers``:
-workers copy the dataset when they start, and ``set_epoch`` must reach them.
+(file, row group) list is shuffled with ``(seed, epoch)``. Under data-parallel training it is then
+cut into one contiguous share of the filtered slices per process (rank), equal to within one slice
+(:func:`partition`; a row group on a cut is read by both ranks, each keeping its part). The list
+(or the rank's share) is dealt round-robin to DataLoader workers, so every slice is read by
+exactly one worker; each worker then reads windows of about ``buffer_size`` slices (whole row
+groups) and yields each window in a random order. Slices are views into the window's row groups,
+so nothing is copied before the batch is made, and memory is about two windows per worker,
+whatever the number of shards. Do not use ``persistent_workers``: workers copy the dataset when
+they start, and ``set_epoch`` must reach them.
 
 Class balance (``balance=True``) is described in :mod:`glioma.dataset.sampling`: per-class
 reservoirs, draws with replacement, an epoch as long as the unbalanced one.
@@ -47,6 +50,7 @@ __all__ = [
     "collate_slices",
     "iter_patient_batches",
     "make_loader",
+    "partition",
     "shard_files",
     "split_keys",
 ]
@@ -54,6 +58,46 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 LOADER_SPLITS = (*SPLITS, UNLABELLED_SPLIT, "all")
+
+# A unit of reading: (file index, row group), optionally with (start, stop) over its filtered rows.
+Unit = tuple[int, ...]
+
+
+def partition(counts: Sequence[int], rank: int, world_size: int) -> list[tuple[int, int, int]]:
+    """Return one rank's contiguous share of a sequence of units holding ``counts`` items each.
+
+    The items of all units, laid end to end, are cut into ``world_size`` runs whose lengths differ
+    by at most one; rank ``r`` gets run ``r``. Shares are disjoint and together hold every item.
+
+    Returns:
+        ``(unit position, start, stop)`` for each unit the share touches, items ``start:stop``
+        of that unit (in its own numbering), in the units' order.
+
+    Raises:
+        ValueError: ``rank`` is not in ``0 .. world_size - 1``.
+    """
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank must be in 0..{world_size - 1}; got {rank}")
+    total = int(sum(counts))
+    low, high = total * rank // world_size, total * (rank + 1) // world_size
+    share, offset = [], 0
+    for position, count in enumerate(counts):
+        start, stop = max(low, offset), min(high, offset + int(count))
+        if start < stop:
+            share.append((position, start - offset, stop - offset))
+        offset += int(count)
+    return share
+
+
+def _cut(rows: Rows, start: int, stop: int) -> Rows:
+    """Return rows ``start:stop`` of a row group's filtered rows (views, no copy)."""
+    return Rows(
+        rows.patients[start:stop],
+        rows.cohorts[start:stop],
+        rows.slice_index[start:stop],
+        rows.labels[start:stop],
+        rows.images[start:stop],
+    )
 
 
 class SliceDataset(IterableDataset):
@@ -74,6 +118,8 @@ class SliceDataset(IterableDataset):
         image_dtype: dtype of the yielded images; ``torch.float16`` skips the per-slice
             conversion (then the images may view a row group held by the window, and
             :func:`collate_slices` converts whole batches).
+        rank, world_size: this process's share of each epoch under data-parallel training
+            (see :func:`partition`); ``world_size=1`` reads everything.
     """
 
     def __init__(
@@ -88,8 +134,12 @@ class SliceDataset(IterableDataset):
         labelled_only: bool = True,
         labels: Mapping[tuple[str, str], int] | None = None,
         image_dtype: torch.dtype = torch.float32,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         super().__init__()
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in 0..{world_size - 1}; got {rank}")
         if balance and not labelled_only:
             raise ValueError(
                 "balance=True needs labelled_only=True: unlabelled slices have no class"
@@ -103,7 +153,10 @@ class SliceDataset(IterableDataset):
         self.labels = None if labels is None else dict(labels)
         self.image_dtype = image_dtype
         self.epoch = 0
+        self.rank, self.world_size = rank, world_size
         self._groups = [self._row_groups(path) for path in self.files]
+        # Filtered rows per row group, needed to cut equal shares (small columns only).
+        self._kept = self._kept_counts() if world_size > 1 else None
 
     @staticmethod
     def _row_groups(path: Path) -> int:
@@ -117,33 +170,51 @@ class SliceDataset(IterableDataset):
             raise InputError(f"shard lacks columns {missing}", path=path)
         return parquet.metadata.num_row_groups
 
+    def _kept_counts(self) -> list[list[int]]:
+        """Return, per file and row group, how many rows pass the filter."""
+        counts = []
+        for path, groups in zip(self.files, self._groups, strict=True):
+            parquet = pq.ParquetFile(path)
+            counts.append(
+                [len(kept_labels(parquet, g, self.keys, self.labelled_only)) for g in range(groups)]
+            )
+        return counts
+
     def set_epoch(self, epoch: int) -> None:
         """Set the epoch; with ``shuffle`` it changes the order, deterministically."""
         self.epoch = int(epoch)
 
     def units(self) -> list[tuple[int, int]]:
-        """Return this epoch's (file index, row group) reading order, before the worker split."""
+        """Return this epoch's (file index, row group) order, before the rank and worker split."""
         units = [(f, g) for f, groups in enumerate(self._groups) for g in range(groups)]
         if self.shuffle:
             order = np.random.default_rng([self.seed, self.epoch]).permutation(len(units))
             units = [units[i] for i in order]
         return units
 
-    def _rows(self, units: Sequence[tuple[int, int]]) -> Iterator[Rows]:
-        """Yield the filtered rows of each unit, one row group at a time."""
-        for file_index, group in units:
+    def rank_units(self) -> list[Unit]:
+        """Return this rank's units of the epoch: all of :meth:`units`, or its cut share."""
+        units = self.units()
+        if self._kept is None:
+            return units
+        counts = [self._kept[f][g] for f, g in units]
+        return [(*units[i], a, b) for i, a, b in partition(counts, self.rank, self.world_size)]
+
+    def _rows(self, units: Sequence[Unit]) -> Iterator[Rows]:
+        """Yield the filtered rows of each unit, one row group (or part of one) at a time."""
+        for file_index, group, *cut in units:
             path = self.files[file_index]
             parquet = pq.ParquetFile(path)
             rows = read_rows(
                 parquet, group, self.keys, self.labelled_only, expected=self.labels, path=path
             )
             if rows is not None:
-                yield rows
+                yield _cut(rows, *cut) if cut else rows
 
-    def _classes(self, units: Sequence[tuple[int, int]]) -> list[int]:
+    def _classes(self, units: Sequence[Unit]) -> list[int]:
         """Return the labels the filtered rows of ``units`` hold (small columns only)."""
         found: set[int] = set()
-        for file_index, group in units:
+        for file_index, group, *_ in units:
             parquet = pq.ParquetFile(self.files[file_index])
             found.update(kept_labels(parquet, group, self.keys, self.labelled_only).tolist())
             if len(found) == len(CLASSES):
@@ -153,8 +224,9 @@ class SliceDataset(IterableDataset):
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        units = self.units()[worker::workers]
-        rng = np.random.default_rng([self.seed, self.epoch, worker])
+        units = self.rank_units()[worker::workers]
+        # One stream per (rank, worker); in one process this is the worker's index.
+        rng = np.random.default_rng([self.seed, self.epoch, self.rank * workers + worker])
         rows = self._rows(units)
         if self.balance:
             # Reservoir slices are copied out so that they do not pin whole row groups.
@@ -261,6 +333,8 @@ def make_loader(
     ratios: Mapping[str, float] | None = None,
     split_seed: int | None = None,
     buffer_size: int = 512,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> DataLoader:
     """Return a DataLoader over one split of the shards.
 
@@ -275,6 +349,8 @@ def make_loader(
             :class:`SliceDataset`. Shard labels are checked against the manifest's classes.
         ratios, split_seed: ``split.ratios`` and the split seed; required only when the manifest is
             slice-level (split column ``slice``).
+        rank, world_size: read only this process's share of each epoch (data-parallel training);
+            ``batch_size`` is then per process.
     """
     keys = split_keys(splits, split, ratios=ratios, split_seed=split_seed)
     dataset = SliceDataset(
@@ -287,6 +363,8 @@ def make_loader(
         labelled_only=labelled_only and split != UNLABELLED_SPLIT,
         labels=manifest_labels(splits),
         image_dtype=torch.float16,
+        rank=rank,
+        world_size=world_size,
     )
     return DataLoader(
         dataset,

@@ -18,6 +18,7 @@ from glioma.dataset.splits import read_splits
 from glioma.io import atomic_path
 from glioma.model import checkpoint
 from glioma.model.data import class_counts, is_slice_level, slice_size, split_loader
+from glioma.model.distributed import SINGLE, Ranks
 from glioma.model.fit import Parts, RunState, fit, make_parts
 from glioma.model.nets import build_model, check_input_size, count_parameters, pick_device
 from glioma.model.settings import TrainSettings
@@ -54,19 +55,26 @@ def _run_hash(settings: TrainSettings, config: Mapping, shard_dirs, splits_path:
     return checkpoint.config_hash(identity, inputs)
 
 
-def _train_counts(shard_dirs, splits, splits_path: Path, config: Mapping) -> np.ndarray:
-    """Labelled train slices per class; raises when there are none."""
+def _train_counts(
+    shard_dirs, splits, splits_path: Path, config: Mapping, processes: int
+) -> np.ndarray:
+    """Labelled train slices per class; raises when there are fewer than ``processes``."""
     if is_slice_level(splits):
         log.warning("training under the slice-level split: validation scores are leaky")
     counts = class_counts(shard_dirs, splits, "train", config=config)
     log.info("train slices per class: %s", dict(zip(CLASSES, counts.tolist(), strict=True)))
     if counts.sum() == 0:
         raise ValueError(f"{splits_path}: the train split holds no labelled slice")
+    if counts.sum() < processes:
+        raise ValueError(
+            f"{splits_path}: the train split holds {counts.sum()} labelled slices, fewer than "
+            f"the {processes} training processes"
+        )
     return counts
 
 
 def _build_parts(
-    settings: TrainSettings, shard_dirs, counts: np.ndarray, device: str | None
+    settings: TrainSettings, shard_dirs, counts: np.ndarray, device: str | None, parallel: bool
 ) -> Parts:
     """Build the network (checked against the slice size), optimiser, schedule and loss."""
     model = build_model(settings.name, settings.kwargs, settings.pretrained_weights)
@@ -78,9 +86,27 @@ def _build_parts(
         weights=class_weights(counts) if settings.balance == "loss" else None,
         steps_per_epoch=math.ceil(int(counts.sum()) / settings.batch_size),
         device=pick_device(device),
+        parallel=parallel,
     )
     log.info("training on %s", parts.device)
     return parts
+
+
+def _loaders(shard_dirs, splits, config: Mapping, settings: TrainSettings, ranks: Ranks):
+    """This rank's train loader and, on rank 0 (the only one that validates), the val loader."""
+    train = split_loader(
+        shard_dirs,
+        splits,
+        "train",
+        config=config,
+        shuffle=True,
+        balance=settings.balance == "sampler",
+        rank=ranks.rank,
+        world_size=ranks.world_size,
+    )
+    if not ranks.main:
+        return train, []
+    return train, split_loader(shard_dirs, splits, "val", config=config, shuffle=False)
 
 
 def _per_epoch(loader: DataLoader) -> Callable[[int], DataLoader]:
@@ -102,6 +128,7 @@ def train_classifier(
     state_path: str | Path | None = None,
     device: str | None = None,
     progress: bool = True,
+    ranks: Ranks = SINGLE,
 ) -> RunState:
     """Train the classifier on the ``train`` split, early-stopping on ``val``.
 
@@ -113,6 +140,9 @@ def train_classifier(
         state_path: where the per-epoch resumable state is kept (default ``out_dir/last.pt``).
         device: torch device name; default CUDA when available, else the CPU.
         progress: show tqdm progress bars.
+        ranks: this process's place among data-parallel processes (see
+            :mod:`glioma.model.distributed`; the process group must be joined): each rank
+            trains on its share of every epoch, rank 0 validates and writes.
 
     Returns:
         The final run state (history, best epoch).
@@ -121,12 +151,11 @@ def train_classifier(
     settings = TrainSettings.from_config(dict(config))
     checkpoint.seed_everything(settings.seed)
     splits = read_splits(splits_path)
-    counts = _train_counts(shard_dirs, splits, splits_path, config)
-    sampler = settings.balance == "sampler"
-    train = split_loader(shard_dirs, splits, "train", config=config, shuffle=True, balance=sampler)
-    val = split_loader(shard_dirs, splits, "val", config=config, shuffle=False)
-    parts = _build_parts(settings, shard_dirs, counts, device)
-    write_config(config, out_dir / "config.yaml")
+    counts = _train_counts(shard_dirs, splits, splits_path, config, ranks.world_size)
+    train, val = _loaders(shard_dirs, splits, config, settings, ranks)
+    parts = _build_parts(settings, shard_dirs, counts, device, ranks.distributed)
+    if ranks.main:
+        write_config(config, out_dir / "config.yaml")
     return fit(
         parts,
         settings,
@@ -136,6 +165,7 @@ def train_classifier(
         run_hash=_run_hash(settings, config, shard_dirs, splits_path),
         state_path=Path(state_path) if state_path else None,
         progress=progress,
+        ranks=ranks,
     )
 
 

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 from glioma.constants import CLASSES, UNLABELLED_SPLIT
 from glioma.dataset.loader import make_loader, shard_files, split_keys
 from glioma.dataset.splits import SLICE_SPLIT, slice_split
+from glioma.model.distributed import per_rank_batch
 
 #: Split given to a patient found in the shards but not in the split manifest.
 UNLISTED_SPLIT = "excluded"
@@ -31,14 +32,20 @@ def split_loader(
     config: Mapping[str, Any],
     shuffle: bool,
     balance: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> Any:
-    """A DataLoader over one split's labelled slices, configured from the workflow config."""
+    """A DataLoader over one split's labelled slices, configured from the workflow config.
+
+    With ``world_size`` > 1 it reads rank ``rank``'s share of each epoch, in batches of
+    ``model.batch_size / world_size`` (rounded up), so that the processes together make one batch.
+    """
     model = config["model"]
     return make_loader(
         shard_dirs,
         splits,
         split,
-        batch_size=int(model["batch_size"]),
+        batch_size=per_rank_batch(int(model["batch_size"]), world_size),
         shuffle=shuffle,
         seed=int(config["seed"]),
         balance=balance,
@@ -46,6 +53,8 @@ def split_loader(
         labelled_only=True,
         ratios=config["split"]["ratios"],
         split_seed=int(config["seed"]),
+        rank=rank,
+        world_size=world_size,
     )
 
 

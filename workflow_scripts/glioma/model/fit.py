@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
-import copy
 import logging
-import math
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
-import pandas as pd
 import torch
 from torch import nn
 
-from glioma.constants import CLASSES
-from glioma.io import atomic_path
-from glioma.model import checkpoint
+from glioma.model import checkpoint, distributed
+from glioma.model.distributed import SINGLE, Ranks
 from glioma.model.settings import TrainSettings
+from glioma.model.state import (
+    FORMAT,
+    RunState,
+    cpu_weights,
+    model_record,
+    update_best,
+    write_best,
+    write_history,
+)
+from glioma.model.state import monitor as monitor  # re-exported: fit's early-stopping rule
 from glioma.model.train import (
     make_loss,
     make_optimizer,
@@ -29,82 +34,13 @@ from glioma.model.train import (
 
 log = logging.getLogger(__name__)
 
-#: history.csv columns; ``lr`` is the learning rate at the start of the epoch (it changes every
-#: step), ``seconds`` the epoch's training time.
-HISTORY_COLUMNS = (
-    "epoch",
-    "train_loss",
-    "val_loss",
-    "val_slice_macro_auc",
-    "val_patient_macro_auc",
-    "lr",
-    "seconds",
-)
-FORMAT = 1
-
-
-@dataclass
-class RunState:
-    """What the loop carries from epoch to epoch, and what last.pt stores."""
-
-    epoch: int = 0
-    history: list[dict[str, float]] = field(default_factory=list)
-    best_score: list[float] = field(default_factory=lambda: [-math.inf, -math.inf])
-    best_epoch: int = 0
-    best_metric: str = ""
-    bad_epochs: int = 0
-    stopped: bool = False
-    best_model: dict[str, torch.Tensor] | None = None
-
-
-def monitor(row: dict[str, float]) -> tuple[str, list[float]]:
-    """The early-stopping score of an epoch, compared lexicographically (higher is better).
-
-    Validation patient-level macro AUC, ties broken by the lower validation loss (a small
-    validation set often reaches AUC 1 early, and the first such epoch is rarely the best);
-    when the AUC is undefined (fewer than two classes in val), the negative validation loss;
-    when there is no validation slice at all, the epoch number, so the latest model is kept.
-    """
-    loss = -row["val_loss"] if math.isfinite(row["val_loss"]) else -math.inf
-    if math.isfinite(row["val_patient_macro_auc"]):
-        return "val_patient_macro_auc", [row["val_patient_macro_auc"], loss]
-    if math.isfinite(row["val_loss"]):
-        return "-val_loss", [loss, 0.0]
-    return "epoch", [float(row["epoch"]), 0.0]
-
-
-def cpu_weights(model: nn.Module) -> dict[str, torch.Tensor]:
-    """A CPU copy of the model's weights (safe to keep while training goes on)."""
-    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-
-
-def model_record(
-    weights: dict[str, torch.Tensor] | None, settings: TrainSettings, **extra: Any
-) -> dict[str, Any]:
-    """A self-describing weights record: enough to rebuild the network for prediction."""
-    return {
-        "format": FORMAT,
-        "model": weights,
-        "model_name": settings.name,
-        "model_kwargs": copy.deepcopy(settings.kwargs),
-        "classes": list(CLASSES),
-        **extra,
-    }
-
-
-def write_history(history: list[dict[str, float]], path: Path) -> None:
-    """Write one row per epoch, atomically."""
-    frame = pd.DataFrame(history, columns=list(HISTORY_COLUMNS))
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False)
-
 
 @dataclass
 class Parts:
     """The live objects of a run."""
 
     model: nn.Module
-    net: nn.Module  # ``model`` or its torch.compile wrapper
+    net: nn.Module  # ``model``, or its DistributedDataParallel and/or torch.compile wrapper
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     loss: nn.Module
@@ -118,12 +54,18 @@ def make_parts(
     weights: torch.Tensor | None,
     steps_per_epoch: int,
     device: torch.device,
+    parallel: bool = False,
 ) -> Parts:
-    """Move the model to ``device`` and build its optimiser, schedule and loss."""
+    """Move the model to ``device`` and build its optimiser, schedule and loss.
+
+    With ``parallel``, ``net`` wraps the model in DistributedDataParallel (the process group must
+    be joined); the optimiser and checkpoints use the bare model either way.
+    """
     model = model.to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    net = torch.compile(model) if settings.compile else model
+    net = distributed.wrap(model, device) if parallel else model
+    net = torch.compile(net) if settings.compile else net
     optimizer = make_optimizer(model, settings.lr, settings.weight_decay)
     steps = max(1, steps_per_epoch)
     scheduler = make_scheduler(optimizer, settings.warmup_epochs * steps, settings.epochs * steps)
@@ -170,60 +112,54 @@ def run_epoch(
     train_batches: Callable[[int], Iterable],
     val_batches: Callable[[], Iterable],
     progress: bool,
+    ranks: Ranks = SINGLE,
 ) -> dict[str, float]:
-    """Train and validate one epoch (1-based) and return its history row."""
+    """Train and validate one epoch (1-based) and return its history row.
+
+    Across ranks: each trains on its batches in lockstep with the others, the training loss is
+    averaged over all slices, and rank 0 validates and broadcasts the row.
+    """
     lr = parts.optimizer.param_groups[0]["lr"]
-    generator = torch.Generator().manual_seed(settings.seed * 100_003 + epoch)
+    generator = torch.Generator().manual_seed(
+        settings.seed * 100_003 + epoch + 1_000_003 * ranks.rank
+    )
+    batches = train_batches(epoch)
+    if ranks.distributed:
+        distributed.reseed(settings.seed, epoch, ranks.rank)
+        batches = distributed.lockstep(batches, ranks)
     trained = train_one_epoch(
         parts.net,
-        train_batches(epoch),
+        batches,
         parts.optimizer,
         parts.scheduler,
         parts.loss,
         parts.device,
         augment=settings.augment,
         generator=generator,
-        progress=progress,
+        progress=progress and ranks.main,
         desc=f"epoch {epoch}/{settings.epochs}",
     )
-    checked = validate(parts.net, val_batches(), parts.loss, parts.device, progress=False)
-    seconds = trained["seconds"]
+    if not ranks.distributed:
+        checked = validate(parts.net, val_batches(), parts.loss, parts.device, progress=False)
+        return _row(epoch, trained, checked, lr)
+    trained = distributed.reduce_epoch(trained, ranks)
+    row = None
+    if ranks.main:
+        # The bare model: the wrapper would exchange buffers with ranks that do not validate.
+        checked = validate(parts.model, val_batches(), parts.loss, parts.device, progress=False)
+        row = _row(epoch, trained, checked, lr)
+    return distributed.broadcast(row, ranks)
+
+
+def _row(epoch: int, trained: dict, checked: dict, lr: float) -> dict[str, float]:
+    """One history row, in ``HISTORY_COLUMNS`` order."""
     return {
         "epoch": epoch,
         "train_loss": trained["train_loss"],
         **checked,
         "lr": lr,
-        "seconds": seconds,
+        "seconds": trained["seconds"],
     }
-
-
-def update_best(state: RunState, row: dict[str, float], parts: Parts, patience: int) -> bool:
-    """Record ``row``; return True when it is the best epoch so far."""
-    metric, score = monitor(row)
-    improved = tuple(score) > tuple(state.best_score) or metric != state.best_metric
-    state.epoch = int(row["epoch"])
-    state.history.append(row)
-    if improved:
-        state.best_score, state.best_epoch, state.best_metric = score, state.epoch, metric
-        state.best_model = cpu_weights(parts.model)
-        state.bad_epochs = 0
-    else:
-        state.bad_epochs += 1
-    state.stopped = state.bad_epochs >= patience
-    return improved
-
-
-def write_best(state: RunState, settings: TrainSettings, run_hash: str, path: Path) -> None:
-    """Write best.pt from the best epoch's weights."""
-    record = model_record(
-        state.best_model,
-        settings,
-        epoch=state.best_epoch,
-        metric=state.best_metric,
-        score=state.best_score,
-        config_hash=run_hash,
-    )
-    checkpoint.save(record, path)
 
 
 def fit(
@@ -236,6 +172,7 @@ def fit(
     run_hash: str,
     state_path: Path | None = None,
     progress: bool = True,
+    ranks: Ranks = SINGLE,
 ) -> RunState:
     """Train until ``settings.epochs`` or early stopping, checkpointing after every epoch.
 
@@ -253,25 +190,33 @@ def fit(
         run_hash: identity of settings and data (see :func:`checkpoint.config_hash`).
         state_path: where the per-epoch state lives.
         progress: show tqdm bars.
+        ranks: this process's rank among data-parallel processes; every rank resumes from the
+            same state and makes the same decisions, and only rank 0 writes files.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     last = out_dir / "last.pt"
     state_path = Path(state_path) if state_path else last
     state = try_resume(parts, state_path, run_hash) or RunState()
-    if state.best_model is not None:
+    if state.best_model is not None and ranks.main:
         write_best(state, settings, run_hash, out_dir / "best.pt")
         write_history(state.history, out_dir / "history.csv")
     while state.epoch < settings.epochs and not state.stopped:
-        row = run_epoch(parts, settings, state.epoch + 1, train_batches, val_batches, progress)
-        if update_best(state, row, parts, settings.patience):
-            write_best(state, settings, run_hash, out_dir / "best.pt")
-        write_history(state.history, out_dir / "history.csv")
-        save_state(parts, state, settings, run_hash, state_path)
+        epoch = state.epoch + 1
+        row = run_epoch(parts, settings, epoch, train_batches, val_batches, progress, ranks)
+        improved = update_best(state, row, parts.model, settings.patience)
+        if ranks.main:
+            if improved:
+                write_best(state, settings, run_hash, out_dir / "best.pt")
+            write_history(state.history, out_dir / "history.csv")
+            save_state(parts, state, settings, run_hash, state_path)
         log.info("epoch %d: %s", state.epoch, {k: round(v, 4) for k, v in row.items()})
     if state.stopped:
         log.info("early stop after epoch %d (best %d)", state.epoch, state.best_epoch)
     if state.best_model is None:
         raise ValueError("model.epochs is 0: nothing was trained")
-    if state_path != last:
+    if ranks.distributed:
+        # Also a barrier: no rank still reads the state file when rank 0 moves it below.
+        distributed.check_in_sync(parts.model, ranks)
+    if state_path != last and ranks.main:
         os.replace(state_path, last)
     return state

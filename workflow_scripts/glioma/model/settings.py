@@ -25,6 +25,7 @@ class TrainSettings:
     patience: int
     compile: bool
     num_workers: int
+    processes: int
     augment: AugmentSettings
     seed: int
 
@@ -36,8 +37,12 @@ class TrainSettings:
         return cls(seed=int(config["seed"]), **model)
 
     def identity(self) -> dict[str, Any]:
-        """The settings that change the trained weights (not workers or compilation)."""
+        """The settings that shape training (not workers, compilation or process count).
+
+        The process count is left out so that a run resumes on a node with another number of
+        GPUs: ``batch_size`` is the batch of all processes together, whatever their number.
+        """
         out = asdict(self)
-        for key in ("num_workers", "compile"):
+        for key in ("num_workers", "compile", "processes"):
             out.pop(key)
         return out
