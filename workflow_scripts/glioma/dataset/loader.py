@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +27,10 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from glioma.constants import CLASSES, SPLITS, UNLABELLED_SPLIT, class_index
+from glioma.constants import CLASSES, UNLABELLED_SPLIT
+from glioma.dataset.keys import SplitKeys, manifest_labels, split_keys
 from glioma.dataset.rowgroups import (
     META_COLUMNS,
-    KeyFilter,
     Rows,
     iter_patient_batches,
     kept_labels,
@@ -40,7 +39,6 @@ from glioma.dataset.rowgroups import (
     shard_files,
 )
 from glioma.dataset.sampling import balanced, slices, windowed
-from glioma.dataset.splits import SLICE_SPLIT, check_ratios, slice_split
 from glioma.dataset.writer import IMAGE_COLUMN
 from glioma.errors import InputError
 
@@ -56,8 +54,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-LOADER_SPLITS = (*SPLITS, UNLABELLED_SPLIT, "all")
 
 # A unit of reading: (file index, row group), optionally with (start, stop) over its filtered rows.
 Unit = tuple[int, ...]
@@ -258,65 +254,6 @@ def collate_slices(samples: Sequence[dict]) -> dict:
         "cohort": [sample["cohort"] for sample in samples],
         "slice_index": torch.tensor([sample["slice_index"] for sample in samples]),
     }
-
-
-@dataclass(frozen=True)
-class SplitKeys:
-    """Row filter for one split: patients of the split, plus slices of ``slice``-level patients.
-
-    A plain class (not a closure) so that DataLoader workers started with spawn can pickle it.
-    """
-
-    patients: frozenset[tuple[str, str]]
-    slice_patients: frozenset[tuple[str, str]]
-    split: str
-    ratios: Mapping[str, float]
-    seed: int
-
-    def __call__(self, cohort: str, patient: str, slice_index: int) -> bool:
-        key = (cohort, patient)
-        if key in self.patients:
-            return True
-        return key in self.slice_patients and (
-            slice_split(self.seed, cohort, patient, slice_index, self.ratios) == self.split
-        )
-
-
-def split_keys(
-    splits: pd.DataFrame,
-    split: str,
-    *,
-    ratios: Mapping[str, float] | None = None,
-    split_seed: int | None = None,
-) -> KeyFilter:
-    """Return the row filter of ``split``: train, val, test, unlabelled or all.
-
-    Under ``split.level: slice`` (split column ``slice``) a labelled slice's split is drawn at
-    load time from (``split_seed``, cohort, patient, slice_index) with ``ratios`` (then required).
-    """
-    if split not in LOADER_SPLITS:
-        raise ValueError(f"split must be one of {', '.join(LOADER_SPLITS)}; got {split!r}")
-    if split == "all":
-        return None
-    chosen = splits[splits["split"] == split]
-    patients = frozenset(zip(chosen["cohort"], chosen["patient"], strict=True))
-    by_slice = splits[splits["split"] == SLICE_SPLIT]
-    if split == UNLABELLED_SPLIT or by_slice.empty:
-        return patients
-    if ratios is None or split_seed is None:
-        raise ValueError("the splits are slice-level: make_loader needs ratios and split_seed")
-    log.warning(
-        "SLICE-LEVEL SPLIT (the study's protocol): slices of one patient are in train, val "
-        "and test; scores are inflated by patient leakage."
-    )
-    slice_patients = frozenset(zip(by_slice["cohort"], by_slice["patient"], strict=True))
-    return SplitKeys(patients, slice_patients, split, check_ratios(ratios), int(split_seed))
-
-
-def manifest_labels(splits: pd.DataFrame) -> dict[tuple[str, str], int]:
-    """Return (cohort, patient) -> class index (-1 unlabelled) of a split manifest."""
-    rows = zip(splits["cohort"], splits["patient"], splits["class"], strict=True)
-    return {(cohort, patient): class_index(name) for cohort, patient, name in rows}
 
 
 def make_loader(
