@@ -1,12 +1,23 @@
 # Validation, sample sheet, input functions and wildcard constraints shared by every stage.
+import os
 import sys
+import time
 from pathlib import Path
 
+from snakemake.logging import logger
 from snakemake.utils import validate
 
-sys.path.insert(0, str(Path(workflow.basedir) / "workflow_scripts"))
+LIBRARY = str(Path(workflow.basedir) / "workflow_scripts")
+sys.path.insert(0, LIBRARY)
+# Rule scripts run in their own interpreters (locally or on a cluster node, which inherits the
+# environment) and must import this workflow's library, not another copy installed in the venv
+# (Snakemake appends the script folder to sys.path, after site-packages).
+os.environ.update(
+    PYTHONPATH=os.pathsep.join([LIBRARY, *filter(None, [os.environ.get("PYTHONPATH")])])
+)
 
 from glioma.constants import SAFE_ID, SEQUENCES  # noqa: E402
+from glioma.failures import failure_report, find_failures  # noqa: E402
 from glioma.samples import IMAGE_COLUMNS, validate_sheet  # noqa: E402
 
 validate(config, "../schemas/config.schema.yaml")
@@ -24,6 +35,9 @@ _ROWS = dict(zip(SAMPLES.index, SAMPLES.to_dict("records")))
 _PATIENTS_OF = (
     SHEET_RESULT.included.groupby("cohort")["patient"].apply(sorted).to_dict()
 )
+
+#: When this run started: the closing message of a failed run names this run's failures only.
+RUN_STARTED = time.time()
 
 #: Validated sheet of included patients (absolute paths, class column) and exclusions table.
 SHEET = "results/cohort/samples.tsv"
@@ -125,3 +139,11 @@ def final_targets():
         "results/predictions/predictions.csv",
         "results/report.html",
     ]
+
+
+# Under --keep-going the failed patients' errors are scattered through the output; close with
+# one list of them, and of the cohorts whose shards wait for them (glioma.failures).
+onerror:
+    message = failure_report(find_failures("logs", _ROWS, since=RUN_STARTED))
+    if message:
+        logger.error(message)

@@ -52,8 +52,10 @@ def write_config(workdir: Path, samples: Path, **overrides: Any) -> Path:
     return path
 
 
-def run_snakemake(workdir: Path, *args: str, timeout: float = 1800) -> subprocess.CompletedProcess:
-    """Run the repository's workflow in ``workdir`` with ``workdir/config.yaml``."""
+def run_snakemake(
+    workdir: Path, *args: str, timeout: float = 1800, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run the repository's workflow in ``workdir`` with ``workdir/config.yaml`` (``env`` added)."""
     command = [
         sys.executable,
         "-m",
@@ -68,7 +70,7 @@ def run_snakemake(workdir: Path, *args: str, timeout: float = 1800) -> subproces
         "2",
         *args,
     ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run(
         command, capture_output=True, encoding="utf-8", errors="replace", env=env, timeout=timeout
     )

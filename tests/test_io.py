@@ -9,7 +9,7 @@ import pytest
 import SimpleITK as sitk
 
 from glioma.errors import InputError
-from glioma.io import atomic_path, read_image, write_image
+from glioma.io import atomic_path, read_image, remove_stale_temporaries, write_image
 
 
 def _volume(dtype: type = np.int16, shape: tuple[int, int, int] = (6, 7, 8)) -> sitk.Image:
@@ -156,3 +156,40 @@ def test_atomic_path_gives_normal_permissions(tmp_path: Path) -> None:
     umask = os.umask(0)
     os.umask(umask)
     assert target.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_garbage_dicom_folder_says_no_file_parses(tmp_path: Path) -> None:
+    folder = tmp_path / "series"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"IM{i}.dcm").write_bytes(b"\0" * 128 + b"DICM" + os.urandom(512))
+    with pytest.raises(InputError, match="none of its 3 files could be parsed as DICOM"):
+        read_image(folder)
+
+
+def test_killed_write_leftover_is_removed_by_the_next_write(tmp_path: Path) -> None:
+    target = tmp_path / "t1c.nii.gz"
+    # What a SIGKILLed atomic_path leaves: its temporary, never renamed or removed.
+    leftover = tmp_path / ".t1c.nii.gz.ab_cd123.tmp.nii.gz"
+    leftover.write_bytes(b"half")
+    unrelated = [
+        tmp_path / ".t1c.nii.gz.notmine.txt",
+        tmp_path / ".t1w.nii.gz.ab_cd123.tmp.nii.gz",  # another file's write
+        tmp_path / "t1c.nii.gz.ab_cd123.tmp.nii.gz",
+    ]
+    for path in unrelated:
+        path.write_bytes(b"keep")
+    write_image(_volume(np.float32), target)
+    assert not leftover.exists()
+    assert all(path.exists() for path in unrelated)
+    assert read_image(target).GetSize() == (8, 7, 6)
+
+
+def test_remove_stale_temporaries_removes_folders_too(tmp_path: Path) -> None:
+    stale = tmp_path / ".SITE-A.x1y2z3w4.tmp"
+    (stale / "sub").mkdir(parents=True)
+    (stale / "sub" / "part-00000.parquet").write_bytes(b"torn")
+    other = tmp_path / ".SITE-AB.x1y2z3w4.tmp"
+    other.mkdir()
+    assert remove_stale_temporaries(tmp_path / "SITE-A", [".tmp", ".old"]) == [stale]
+    assert not stale.exists() and other.exists()

@@ -91,3 +91,16 @@ def test_adding_a_cohort_processes_only_its_patients(
     for name, state in before.items():
         assert after[name] == state, f"existing shard {name} was rewritten"
     assert any(name.startswith(ADDED_COHORT) for name in after)
+
+
+def test_rule_scripts_import_this_workflows_library(tiny_cohort: Path, tmp_path: Path) -> None:
+    """Another ``glioma`` earlier on PYTHONPATH (an old clone's editable install) is not used."""
+    shadow = tmp_path / "shadow" / "glioma"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('the shadow copy was imported')\n")
+    workdir = tmp_path / "run"
+    write_config(workdir, tiny_cohort)
+    env = {"PYTHONPATH": str(shadow.parent)}
+    run = run_snakemake(workdir, "results/cohort/samples.tsv", env=env)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+    assert (workdir / "results" / "cohort" / "samples.tsv").is_file()

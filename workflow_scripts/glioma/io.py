@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import nibabel as nib
@@ -15,6 +17,8 @@ import SimpleITK as sitk
 from glioma.errors import InputError
 
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".seg.nrrd")
+#: The random part ``tempfile`` puts in the names it makes.
+_TEMP_RANDOM = r"[a-z0-9_]{8}"
 
 
 def _suffix(path: Path) -> str:
@@ -37,7 +41,13 @@ def _read_dicom_series(folder: Path) -> sitk.Image:
     reader = sitk.ImageSeriesReader()
     series = reader.GetGDCMSeriesIDs(str(folder))
     if not series:
-        raise InputError("folder holds no DICOM series", path=folder)
+        files = sum(1 for entry in folder.iterdir() if entry.is_file())
+        detail = (
+            "it is empty"
+            if files == 0
+            else f"none of its {files} files could be parsed as DICOM (corrupt or truncated?)"
+        )
+        raise InputError(f"folder holds no DICOM series: {detail}", path=folder)
     if len(series) > 1:
         raise InputError(
             f"folder holds {len(series)} DICOM series; point the sheet at one series folder",
@@ -126,16 +136,51 @@ def read_image(path: str | Path, *, mask: bool = False) -> sitk.Image:
     return clean
 
 
+def remove_stale_temporaries(path: str | Path, suffixes: Sequence[str]) -> list[Path]:
+    """Remove the temporaries that killed writes of ``path`` left beside it.
+
+    A write that is killed (SIGKILL, a cluster's time limit) never reaches its clean-up, and its
+    temporary would stay beside the output for good. One writer per path runs at a time
+    (Snakemake runs one job per output), so a temporary of ``path`` found before a write starts
+    belongs to a dead writer.
+
+    Args:
+        path: the final path.
+        suffixes: what follows the random part of the temporaries' names (``.tmp.nii.gz``).
+
+    Returns:
+        The paths removed.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    prefix = f".{path.name}."
+    escaped = "|".join(re.escape(suffix) for suffix in suffixes)
+    pattern = re.compile(rf"{re.escape(prefix)}{_TEMP_RANDOM}(?:{escaped})")
+    removed = []
+    with os.scandir(path.parent) as entries:  # a crops folder may hold thousands of patients
+        stale = [e for e in entries if e.name.startswith(prefix) and pattern.fullmatch(e.name)]
+    for entry in stale:
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+        else:
+            Path(entry.path).unlink(missing_ok=True)
+        removed.append(Path(entry.path))
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
 
     The temporary name keeps the final suffix so writers that pick a format from it still work.
-    Readers never see a partial file, and a failure or kill leaves no file under ``path``.
+    Readers never see a partial file, and a failure or kill leaves no file under ``path``; the
+    temporary of a killed write is removed by the next write of ``path``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = _suffix(path) if _suffix(path) in IMAGE_SUFFIXES else path.suffix
+    remove_stale_temporaries(path, [f".tmp{suffix}"])
     fd, tmp_name = tempfile.mkstemp(
         prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent
     )

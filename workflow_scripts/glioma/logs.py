@@ -26,4 +26,18 @@ def setup_logging(log_path: str | Path | None = None, level: int = logging.INFO)
         force=True,
     )
     logging.captureWarnings(True)
+    sys.excepthook = _log_uncaught
     return logging.getLogger("glioma")
+
+
+def _log_uncaught(exc_type: type[BaseException], exc: BaseException, tb) -> None:
+    """Log an uncaught exception with its traceback, so the error lands in the rule's log file.
+
+    Python's own hook writes to stderr only, which Snakemake does not keep beside the job's log.
+    """
+    if issubclass(exc_type, KeyboardInterrupt):
+        sys.__excepthook__(exc_type, exc, tb)
+        return
+    logging.getLogger("glioma").critical(
+        "%s: %s", exc_type.__name__, exc, exc_info=(exc_type, exc, tb)
+    )

@@ -102,6 +102,13 @@ def _line(index: int) -> str:
     return f"line {index + 2}"
 
 
+def _where(df: pd.DataFrame, index: int, column: str) -> str:
+    """Where a value sits: line, patient (when its ID is usable), column and the value itself."""
+    patient = df.at[index, "patient"]
+    who = f", patient {patient!r}" if SAFE_ID_RE.fullmatch(patient) else ""
+    return f"{_line(index)}{who}, column {column!r}, value {df.at[index, column]!r}"
+
+
 def _check_ids(df: pd.DataFrame) -> list[str]:
     problems = []
     for index, row in df.iterrows():
@@ -132,9 +139,7 @@ def _check_values(df: pd.DataFrame) -> list[str]:
                 choices = " | ".join(repr(a) for a in allowed if a) + (
                     " | empty" if "" in allowed else ""
                 )
-                problems.append(
-                    f"{_line(index)}, column {column!r}, value {value!r}: expected {choices}"
-                )
+                problems.append(f"{_where(df, index, column)}: expected {choices}")
     for index, value in df["age"].items():
         if value == "":
             continue
@@ -143,9 +148,7 @@ def _check_values(df: pd.DataFrame) -> list[str]:
         except ValueError:
             age = math.nan
         if not (math.isfinite(age) and 0 <= age <= 120):
-            problems.append(
-                f"{_line(index)}, column 'age', value {value!r}: expected years (0-120) or empty"
-            )
+            problems.append(f"{_where(df, index, 'age')}: expected years (0-120) or empty")
     return problems
 
 
@@ -158,13 +161,16 @@ def _check_paths(df: pd.DataFrame, base: Path) -> tuple[list[str], pd.DataFrame]
                 continue
             path = Path(value) if Path(value).is_absolute() else base / value
             if not path.exists():
+                # An error, not an exclusion: a path that leads nowhere is a typo or a share
+                # that is not mounted, and excluding would shrink the cohort unnoticed. An
+                # empty cell is how a sheet says an image does not exist (exclusions.tsv).
                 problems.append(
-                    f"{_line(index)}, column {column!r}, value {value!r}: file not found "
-                    f"(looked for {str(path)!r})"
+                    f"{_where(df, index, column)}: file not found (looked for {str(path)!r}; "
+                    "leave the cell empty to exclude the patient instead)"
                 )
             elif not is_image_path(path):
                 problems.append(
-                    f"{_line(index)}, column {column!r}, value {value!r}: not an image "
+                    f"{_where(df, index, column)}: not an image "
                     "(expected .nii, .nii.gz, .nrrd, .seg.nrrd or a DICOM series folder)"
                 )
             resolved.at[index, column] = str(path.resolve())

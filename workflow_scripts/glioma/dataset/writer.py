@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from glioma.constants import SEQUENCES
+from glioma.io import remove_stale_temporaries
 
 PART_PATTERN = "part-*.parquet"
 ROWS_PER_GROUP = 50
@@ -126,10 +127,12 @@ class ShardWriter:
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a temporary sibling folder that is renamed onto ``path`` only if the block succeeds.
 
-    A failure (or a kill) leaves no folder under ``path``; a stale folder there is replaced.
+    A failure (or a kill) leaves no folder under ``path``, or the previous complete one; a stale
+    folder there is replaced. The temporaries of a killed write are removed by the next write.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path, [".tmp", ".old"])
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp

@@ -106,11 +106,22 @@ def correct_bias_file(
     tolerance: float = 1e-3,
 ) -> None:
     """Read one image, N4-correct it and write it (float32, native grid) atomically."""
-    image = read_image(in_path)
+    _correct_and_write(
+        read_image(in_path),
+        in_path,
+        out_path,
+        fit_spacing_mm=fit_spacing_mm,
+        iterations=iterations,
+        tolerance=tolerance,
+    )
+
+
+def _correct_and_write(
+    image: sitk.Image, in_path: str | Path, out_path: str | Path, **n4: object
+) -> None:
+    """N4-correct an image read from ``in_path`` and write it; errors name ``in_path``."""
     try:
-        corrected = n4_correct(
-            image, fit_spacing_mm=fit_spacing_mm, iterations=iterations, tolerance=tolerance
-        )
+        corrected = n4_correct(image, **n4)
     except InputError as err:
         raise in_context(err, path=in_path) from err
     write_image(corrected, out_path)
@@ -141,10 +152,20 @@ def correct_bias_files(
         InputError: an image is missing, unreadable or empty; names patient, column and file.
     """
     configure_threads(threads)
+    # Every file is read and checked before any is corrected: a bad FLAIR fails in a second,
+    # not after three N4 fits, and leaves no corrected T1w behind.
+    images = {}
     for sequence in SEQUENCES:
-        log.info("N4 %s: %s", sequence, inputs[sequence])
+        log.info("reading %s: %s", sequence, inputs[sequence])
         try:
-            correct_bias_file(
+            images[sequence] = read_image(inputs[sequence])
+        except InputError as err:
+            raise in_context(err, patient=patient, column=sequence) from err
+    for sequence in SEQUENCES:
+        log.info("N4 %s", sequence)
+        try:
+            _correct_and_write(
+                images.pop(sequence),  # released once corrected
                 inputs[sequence],
                 outputs[sequence],
                 fit_spacing_mm=fit_spacing_mm,
