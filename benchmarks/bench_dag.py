@@ -1,15 +1,22 @@
-"""Dry-run (`snakemake -n`) wall time for sample sheets of 100, 1,000 and 5,000 patients.
+"""Dry-run (`snakemake -n`) wall time of the real workflow at 100, 1,000 and 5,000 patients.
 
-Usage: python benchmarks/bench_dag.py [--sizes 100 1000 5000] [--cohorts 10] [--full]
+Usage: python benchmarks/bench_dag.py [--sizes 100 1000 5000] [--modes step patient]
+       [--cohorts 10] [--repeats 1] [--floor] [--directive script shell]
 
 For each size it writes, in a temporary folder, a sheet of placeholder (empty) image files spread
-over ``--cohorts`` cohorts, a copy of config.yaml pointing at it, and times
-``snakemake -n --cores 1`` with the repository's Snakefile (``--directory`` = the temporary
-folder, so nothing in the repository is touched). It prints the job count and the wall time.
+over ``--cohorts`` cohorts and a copy of config.yaml pointing at it, then, for each
+``preprocess.jobs`` mode (``--modes``, default ``patient`` alone: ``step`` at 5,000 patients takes
+minutes), times ``snakemake -n --cores 1`` with the repository's Snakefile and its default target
+(``--directory`` = the temporary folder, so nothing in the repository is touched). It prints the
+job count, the wall and CPU time (best of ``--repeats``) and the load average before each run.
 
-``--full`` benchmarks the whole pipeline even before the Snakefile includes every rule file: it
-writes a Snakefile in the temporary folder that includes every ``rules/*.smk`` of the repository
-and asks for every patient's QC picture, every cohort's shards, the splits and the metrics.
+``--floor`` also times a dry run whose target is the validated sheet only: Snakemake's start-up,
+parsing and the sheet's validation, without the per-patient jobs.
+
+``--directive shell`` times a copy of the workflow in which ``preprocess_patient`` has a
+``shell:`` directive instead of ``script:`` (only in ``patient`` mode): what ``script:`` costs the
+dry run per job. The command in the copy is formatted (the profile prints shell commands) but
+never run.
 
 Goals (issue 4): <= 10 s at 1,000 patients, <= 40 s at 5,000. Results: benchmarks/dataset.md.
 """
@@ -17,7 +24,10 @@ Goals (issue 4): <= 10 s at 1,000 patients, <= 40 s at 5,000. Results: benchmark
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -28,9 +38,12 @@ import pandas as pd
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-SEQUENCES = ("t1w", "t1c", "t2w", "flair", "roi")
-RULE_ORDER = ("common", "cohort", "preprocess", "dataset", "model", "report")
+COLUMNS = ("t1w", "t1c", "t2w", "flair", "roi")
 CLASSES = (("wildtype", ""), ("mutant", "codeleted"), ("mutant", "intact"))
+SCRIPT = '        script:\n            "../workflow_scripts/preprocess_patient.py"\n'
+SHELL = (
+    '        shell:\n            "python -m glioma.preprocess.pipeline {input} {output} > {log}"\n'
+)
 
 
 def placeholder_sheet(folder: Path, patients: int, cohorts: int) -> Path:
@@ -40,10 +53,10 @@ def placeholder_sheet(folder: Path, patients: int, cohorts: int) -> Path:
         cohort, patient = f"SITE{i % cohorts:02d}", f"P{i:05d}"
         base = folder / "raw" / cohort / patient
         base.mkdir(parents=True)
-        for sequence in SEQUENCES:
-            (base / f"{sequence}.nii.gz").touch()
+        for column in COLUMNS:
+            (base / f"{column}.nii.gz").touch()
         idh, codeletion = CLASSES[i % 3]
-        paths = {s: f"raw/{cohort}/{patient}/{s}.nii.gz" for s in SEQUENCES}
+        paths = {c: f"raw/{cohort}/{patient}/{c}.nii.gz" for c in COLUMNS}
         rows.append(
             {"patient": patient, "cohort": cohort, **paths, "idh": idh, "codeletion": codeletion}
             | {"grade": "4", "age": "55", "sex": "F"}
@@ -53,37 +66,34 @@ def placeholder_sheet(folder: Path, patients: int, cohorts: int) -> Path:
     return sheet
 
 
-def full_snakefile(folder: Path) -> Path:
-    """Write a Snakefile in ``folder`` that includes every rule file of the repository."""
-    present = {path.stem for path in (REPO / "rules").glob("*.smk")}
-    names = [name for name in RULE_ORDER if name in present]
-    names += sorted(present - set(names))
-    includes = "\n".join(f'include: "{REPO}/rules/{name}.smk"' for name in names)
-    targets = [
-        '        per_patient("results/qc/{cohort}/{patient}.png"),',
-        '        expand("results/shards/{cohort}", cohort=cohorts()),',
-        '        "results/splits.tsv",',
-    ]
-    if "model" in present:
-        targets.append('        "results/metrics/metrics.json",')
-    text = (
-        f'import sys\nsys.path.insert(0, "{REPO}/workflow_scripts")\n\n'
-        'configfile: "config.yaml"\n\n\n'
-        f"{includes}\n\n\n"
-        "rule bench_all:\n    default_target: True\n    input:\n" + "\n".join(targets) + "\n"
-    )
-    path = folder / "Snakefile.full"
-    path.write_text(text)
-    return path
+def shell_variant(folder: Path) -> Path:
+    """Copy the workflow into ``folder`` with ``preprocess_patient`` as a ``shell:`` rule."""
+    folder.mkdir()
+    shutil.copy(REPO / "Snakefile", folder / "Snakefile")
+    shutil.copytree(REPO / "rules", folder / "rules")
+    for name in ("workflow_scripts", "schemas", "report", "envs", "config.yaml"):
+        (folder / name).symlink_to(REPO / name)
+    rules = folder / "rules" / "preprocess.smk"
+    text = rules.read_text()
+    if SCRIPT not in text:
+        raise RuntimeError("preprocess_patient's script: directive not found in preprocess.smk")
+    rules.write_text(text.replace(SCRIPT, SHELL))
+    return folder / "Snakefile"
 
 
-def dry_run(snakefile: Path, workdir: Path) -> tuple[float, int, str]:
-    """Return (wall seconds, jobs, output tail) of one ``snakemake -n`` in ``workdir``."""
+def dry_run(
+    snakefile: Path, workdir: Path, config: Path, *targets: str
+) -> tuple[float, float, int]:
+    """Return (wall seconds, CPU seconds, planned jobs) of one ``snakemake -n`` in ``workdir``.
+
+    CPU seconds (user + system of the child) vary less than wall time on a loaded machine.
+    """
     command = [
         sys.executable,
         "-m",
         "snakemake",
         "-n",
+        *targets,
         "--cores",
         "1",
         "--snakefile",
@@ -91,42 +101,73 @@ def dry_run(snakefile: Path, workdir: Path) -> tuple[float, int, str]:
         "--directory",
         str(workdir),
         "--configfile",
-        str(workdir / "config.yaml"),
+        str(config),
     ]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, cwd=workdir)
     seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     output = done.stdout + done.stderr
     if done.returncode != 0:
         raise RuntimeError(f"snakemake -n failed:\n{output[-3000:]}")
     totals = re.findall(r"^total\s+(\d+)", output, flags=re.MULTILINE)
-    return seconds, int(totals[0]) if totals else 0, output[-500:]
+    return seconds, cpu, int(totals[0]) if totals else 0
+
+
+def write_config(workdir: Path, sheet: Path, mode: str) -> Path:
+    """Write the repository's config.yaml with ``samples`` and ``preprocess.jobs`` set."""
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["samples"] = str(sheet)
+    config["preprocess"]["jobs"] = mode
+    path = workdir / f"config.{mode}.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def cases(modes: list[str], directives: list[str], floor: bool) -> list[tuple[str, str, bool]]:
+    """The (mode, directive, floor) combinations to time; ``shell`` exists in patient mode only."""
+    found = [(m, d, False) for m in modes for d in directives if d == "script" or m == "patient"]
+    if floor:
+        found.insert(0, (modes[0], "script", True))
+    return found
 
 
 def main() -> None:
-    """Time dry runs for each sheet size and print a markdown table."""
+    """Time dry runs for each sheet size and mode and print a markdown table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 5000])
+    parser.add_argument("--modes", nargs="+", choices=["step", "patient"], default=["patient"])
+    parser.add_argument("--directive", nargs="+", choices=["script", "shell"], default=["script"])
     parser.add_argument("--cohorts", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--full", action="store_true")
+    parser.add_argument("--floor", action="store_true")
     args = parser.parse_args()
     rows = []
-    for size in args.sizes:
-        with tempfile.TemporaryDirectory() as tmp:
-            workdir = Path(tmp)
-            snakefile = full_snakefile(workdir) if args.full else REPO / "Snakefile"
-            config = yaml.safe_load((REPO / "config.yaml").read_text())
-            config["samples"] = str(placeholder_sheet(workdir, size, args.cohorts))
-            (workdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-            best = min(dry_run(snakefile, workdir) for _ in range(args.repeats))
-            rows.append((size, best[1], best[0]))
-            print(f"{size} patients: {best[1]} jobs, {best[0]:.1f} s", file=sys.stderr)
-    print(f"Snakefile: {'all rules/*.smk (--full)' if args.full else 'repository Snakefile'}")
-    print("\n| patients | jobs | `snakemake -n` wall (s) | ms per job |")
-    print("|---|---|---|---|")
-    for size, jobs, seconds in rows:
-        print(f"| {size:,} | {jobs:,} | {seconds:.1f} | {1000 * seconds / max(jobs, 1):.2f} |")
+    with tempfile.TemporaryDirectory() as tmp:
+        shell_snakefile = None
+        if "shell" in args.directive:
+            shell_snakefile = shell_variant(Path(tmp) / "shell_workflow")
+        for size in args.sizes:
+            workdir = Path(tmp) / f"n{size}"
+            workdir.mkdir()
+            sheet = placeholder_sheet(workdir, size, args.cohorts)
+            for mode, directive, floor in cases(args.modes, args.directive, args.floor):
+                config = write_config(workdir, sheet, mode)
+                snakefile = shell_snakefile if directive == "shell" else REPO / "Snakefile"
+                targets = ["results/cohort/samples.tsv"] if floor else []
+                load = os.getloadavg()[0]
+                best = min(
+                    dry_run(snakefile, workdir, config, *targets) for _ in range(args.repeats)
+                )
+                label = "sheet only (floor)" if floor else f"{mode}, {directive}:"
+                rows.append((label, size, *best, load))
+                print(f"{label} {size}: {best[2]} jobs, {best[0]:.1f} s", file=sys.stderr)
+    print("\n| preprocess.jobs, directive | patients | jobs | wall (s) | CPU (s) | load |")
+    print("|---|---|---|---|---|---|")
+    for label, size, seconds, cpu, jobs, load in rows:
+        print(f"| {label} | {size:,} | {jobs:,} | {seconds:.1f} | {cpu:.1f} | {load:.1f} |")
 
 
 if __name__ == "__main__":

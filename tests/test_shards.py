@@ -193,3 +193,5 @@ def test_preprocess_hash_tracks_values_not_key_order() -> None:
     assert preprocess_hash(config) == preprocess_hash(reordered)
     assert preprocess_hash(config) != preprocess_hash(changed)
     assert len(preprocess_hash(config)) == 64
+    # How the work is split into jobs writes the same files: switching must not rebuild shards.
+    assert preprocess_hash({**config, "jobs": "patient"}) == preprocess_hash(config)

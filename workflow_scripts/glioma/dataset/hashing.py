@@ -6,10 +6,17 @@ import hashlib
 import json
 from collections.abc import Mapping
 
+#: ``preprocess`` keys that change how the work is split into jobs, never the images.
+NOT_HASHED = frozenset({"jobs"})
+
 
 def preprocess_hash(preprocess: Mapping) -> str:
-    """Return a SHA-256 hex digest of the preprocessing config (key order does not matter)."""
-    text = json.dumps(preprocess, sort_keys=True, separators=(",", ":"), default=str)
+    """Return a SHA-256 hex digest of the preprocessing config (key order does not matter).
+
+    Keys in ``NOT_HASHED`` are left out: ``preprocess.jobs`` writes the same files either way.
+    """
+    kept = {key: value for key, value in preprocess.items() if key not in NOT_HASHED}
+    text = json.dumps(kept, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 

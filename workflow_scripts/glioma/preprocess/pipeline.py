@@ -1,0 +1,230 @@
+"""All preprocessing steps of one patient in one process (config ``preprocess.jobs: patient``).
+
+The step file functions run in the order of the step rules and read and write the same files,
+so the outputs are those of the six step rules, byte for byte. What one process saves is
+Snakemake's per-job cost (six jobs per patient make the DAG slow at thousands of patients) and
+five Python start-ups with their imports.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from glioma.constants import SEQUENCES
+from glioma.preprocess.bias import correct_bias_files
+from glioma.preprocess.brain import extract_brain_file
+from glioma.preprocess.crop import crop_file
+from glioma.preprocess.normalise import normalise_files
+from glioma.preprocess.qc import plot_qc_file
+from glioma.preprocess.register import MOVING, register_files
+
+log = logging.getLogger(__name__)
+
+PathLike = str | Path
+
+
+@dataclass(frozen=True)
+class PatientOutputs:
+    """Every file the preprocessing of one patient writes (docs/architecture.md).
+
+    Attributes:
+        n4: N4-corrected image per sequence (native grid).
+        registered: image per sequence and ``roi`` on the T1c grid.
+        transforms: ``.mat`` transform per sequence in ``MOVING``.
+        brain: brain mask from the extractor (T1c grid).
+        preprocessed: normalised image per sequence, ``brain_mask`` and ``roi``.
+        crops: the ``.npz`` slice stack.
+        qc: the QC picture.
+    """
+
+    n4: Mapping[str, PathLike]
+    registered: Mapping[str, PathLike]
+    transforms: Mapping[str, PathLike]
+    brain: PathLike
+    preprocessed: Mapping[str, PathLike]
+    crops: PathLike
+    qc: PathLike
+
+    @classmethod
+    def in_folders(
+        cls,
+        *,
+        n4: PathLike,
+        registered: PathLike,
+        brain: PathLike,
+        preprocessed: PathLike,
+        crops: PathLike,
+        qc: PathLike,
+    ) -> PatientOutputs:
+        """The files of one patient given its stage folders (the rule's directory outputs).
+
+        Args:
+            n4: ``results/n4/{cohort}/{patient}``.
+            registered: ``results/registered/{cohort}/{patient}``.
+            brain: the brain mask file, ``results/brain/{cohort}/{patient}/brain_mask.nii.gz``.
+            preprocessed: ``results/preprocessed/{cohort}/{patient}``.
+            crops: ``results/crops/{cohort}/{patient}.npz``.
+            qc: ``results/qc/{cohort}/{patient}.png``.
+        """
+
+        def images(folder: PathLike, *names: str) -> dict[str, Path]:
+            return {name: Path(folder) / f"{name}.nii.gz" for name in names}
+
+        return cls(
+            n4=images(n4, *SEQUENCES),
+            registered=images(registered, *SEQUENCES, "roi"),
+            transforms={s: Path(registered) / "transforms" / f"{s}_to_t1c.mat" for s in MOVING},
+            brain=Path(brain),
+            preprocessed=images(preprocessed, *SEQUENCES, "brain_mask", "roi"),
+            crops=Path(crops),
+            qc=Path(qc),
+        )
+
+    @classmethod
+    def under(cls, results: PathLike, cohort: str, patient: str) -> PatientOutputs:
+        """The workflow's layout of one patient's files under ``results`` (docs/architecture.md)."""
+        root = Path(results)
+        return cls.in_folders(
+            n4=root / "n4" / cohort / patient,
+            registered=root / "registered" / cohort / patient,
+            brain=root / "brain" / cohort / patient / "brain_mask.nii.gz",
+            preprocessed=root / "preprocessed" / cohort / patient,
+            crops=root / "crops" / cohort / f"{patient}.npz",
+            qc=root / "qc" / cohort / f"{patient}.png",
+        )
+
+
+def preprocess_patient_files(
+    raw: Mapping[str, PathLike],
+    outputs: PatientOutputs,
+    *,
+    roi_on: str,
+    n4: Mapping[str, Any],
+    registration: Mapping[str, Any],
+    brain_extraction: Mapping[str, Any],
+    normalisation: Mapping[str, Any],
+    crop: Mapping[str, Any],
+    seed: int = 42,
+    threads: int = 1,
+    patient: str | None = None,
+    title: str = "",
+) -> None:
+    """Run N4, registration, brain extraction, normalisation, crop and QC for one patient.
+
+    Each step is the step rule's file function with the same arguments, so each reads the files
+    the step before wrote and every output equals the step rules' output.
+
+    Args:
+        raw: raw image path per sequence and ``roi`` (sheet columns).
+        outputs: where every file goes.
+        roi_on: the sequence the ROI was drawn on.
+        n4: ``preprocess.n4`` (fit_spacing_mm, iterations, tolerance).
+        registration: ``preprocess.registration`` with the cohort's transform.
+        brain_extraction: ``preprocess.brain_extraction`` with the cohort's method.
+        normalisation: ``preprocess.normalisation`` (method, percentiles).
+        crop: ``preprocess.crop`` (margin_mm, size, mask_to_roi, min_roi_voxels).
+        seed: seed of the registration's metric sampling.
+        threads: threads for N4 and brain extraction (registration always uses one).
+        patient: patient ID, for error messages.
+        title: QC picture title (default: the patient ID).
+
+    Raises:
+        InputError: from the step that failed; names patient, column and file.
+    """
+    _correct_and_register(
+        raw, outputs, roi_on, n4, registration, seed=seed, threads=threads, patient=patient
+    )
+    _extract_and_normalise(
+        outputs, brain_extraction, normalisation, threads=threads, patient=patient
+    )
+    _crop_and_plot(outputs, crop, patient=patient, title=title)
+
+
+def _correct_and_register(
+    raw: Mapping[str, PathLike],
+    outputs: PatientOutputs,
+    roi_on: str,
+    n4: Mapping[str, Any],
+    registration: Mapping[str, Any],
+    *,
+    seed: int,
+    threads: int,
+    patient: str | None,
+) -> None:
+    """Steps 1 and 2: N4 of the raw sequences, then registration of them and the ROI to T1c."""
+    log.info("step 1/6: N4 bias-field correction")
+    sequences = {s: raw[s] for s in SEQUENCES}
+    correct_bias_files(sequences, outputs.n4, **n4, threads=threads, patient=patient)
+    log.info("step 2/6: registration to T1c")
+    register_files(
+        outputs.n4,
+        raw["roi"],
+        roi_on,
+        outputs.registered,
+        outputs.transforms,
+        transform=registration["transform"],
+        resample_mm=registration["resample_mm"],
+        seed=seed,
+        threads=threads,
+        patient=patient,
+    )
+
+
+def _extract_and_normalise(
+    outputs: PatientOutputs,
+    brain_extraction: Mapping[str, Any],
+    normalisation: Mapping[str, Any],
+    *,
+    threads: int,
+    patient: str | None,
+) -> None:
+    """Steps 3 and 4: the brain mask, then skull stripping and normalisation of the sequences."""
+    log.info("step 3/6: brain extraction")
+    extractor_input = brain_extraction["input"]
+    extract_brain_file(
+        outputs.registered[extractor_input],
+        outputs.brain,
+        method=brain_extraction["method"],
+        threshold=brain_extraction["threshold"],
+        hdbet_weights=brain_extraction["hdbet_weights"],
+        threads=threads,
+        patient=patient,
+        column=extractor_input,
+    )
+    log.info("step 4/6: normalisation")
+    normalise_files(
+        {s: outputs.registered[s] for s in SEQUENCES},
+        outputs.brain,
+        outputs.registered["roi"],
+        outputs.preprocessed,
+        **normalisation,
+        patient=patient,
+    )
+
+
+def _crop_and_plot(
+    outputs: PatientOutputs, crop: Mapping[str, Any], *, patient: str | None, title: str
+) -> None:
+    """Steps 5 and 6: the ROI crops, and the QC picture (registered images, final masks)."""
+    log.info("step 5/6: ROI crop")
+    preprocessed = outputs.preprocessed
+    crop_file(
+        {s: preprocessed[s] for s in SEQUENCES},
+        preprocessed["roi"],
+        outputs.crops,
+        **crop,
+        patient=patient,
+    )
+    log.info("step 6/6: QC picture")
+    plot_qc_file(
+        {s: outputs.registered[s] for s in SEQUENCES},
+        preprocessed["brain_mask"],
+        preprocessed["roi"],
+        outputs.qc,
+        title=title,
+        patient=patient,
+    )
