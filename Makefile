@@ -38,13 +38,15 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/snakefmt --check Snakefile rules/
 	$(VENV)/bin/snakemake --lint --config samples=$(PLACEHOLDER_SHEET)
+	$(VENV)/bin/snakemake --lint --config samples=$(PLACEHOLDER_SHEET) 'preprocess={jobs: step}'
 
 test: lint
 	HF_HUB_OFFLINE=1 PYTHONUTF8=1 $(PY) -m pytest $(PYTEST_ARGS)
 
-# The README's rule graph picture (needs Graphviz's `dot`).
+# The README's rule graph picture (needs Graphviz's `dot`), drawn with one rule per
+# preprocessing step (preprocess.jobs: step) to show every step.
 rulegraph: $(STAMP)
-	$(VENV)/bin/snakemake --rulegraph --config samples=$(PLACEHOLDER_SHEET) \
+	$(VENV)/bin/snakemake --rulegraph --config samples=$(PLACEHOLDER_SHEET) 'preprocess={jobs: step}' \
 		| tee docs/rulegraph.dot | dot -Tsvg > docs/rulegraph.svg
 
 clean:

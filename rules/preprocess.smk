@@ -202,10 +202,12 @@ else:
             "results/benchmarks/preprocess_patient/{cohort}/{patient}.tsv"
         conda:
             "../envs/preprocess.yaml"
-        # The largest threads and memory of the six steps, and the sum of their runtimes. A
+        # One thread: patients in parallel use cores better than threads within a patient
+        # (registration is single-threaded for reproducibility); clusters may raise it with
+        # set-threads. The largest memory of the six steps and the sum of their runtimes. A
         # fixed disk_mb spares Snakemake's default (twice the input size): evaluating it stats
         # every job's inputs while the DAG is built (~2 ms per job, benchmarks/dataset.md).
-        threads: 2
+        threads: 1
         resources:
             mem_mb=4000,
             runtime=105,

@@ -33,7 +33,9 @@ def _deep_update(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, A
 
 #: A configuration small enough for a CI run: 32-pixel slices, a 2-stage Swin, 2 epochs.
 TINY_OVERRIDES: dict[str, Any] = {
-    "preprocess": {"registration": {"transform": "Rigid"}, "crop": {"size": 32}},
+    # One job per step, so tests can see each step's rule; tests/test_preprocess_modes.py
+    # runs preprocess.jobs: patient (the demo's setting) and checks both give the same files.
+    "preprocess": {"jobs": "step", "registration": {"transform": "Rigid"}, "crop": {"size": 32}},
     "split": {"ratios": {"train": 0.6, "val": 0.2, "test": 0.2}},
     "model": {"kwargs": {"img_size": 32}, "epochs": 2, "batch_size": 16, "patience": 5},
     "evaluate": {"bootstrap": 20},

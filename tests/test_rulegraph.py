@@ -24,6 +24,7 @@ def test_rulegraph_picture_is_current() -> None:
             "--rulegraph",
             "--config",
             "samples=tests/data/placeholder/samples.tsv",
+            "preprocess={jobs: step}",
         ],
         cwd=REPO,
         capture_output=True,
