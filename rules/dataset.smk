@@ -1,9 +1,11 @@
 # Slice dataset: per-cohort Parquet shards and the split manifest (docs/architecture.md).
 #
-# build_shards reads classes from the validated sheet, marked ancient(): the sheet is rewritten
-# whenever any cohort is added, and without ancient() every existing cohort's shards would be
-# rebuilt. The cohort's classes are a param instead, so relabelling a patient rebuilds that
-# cohort's shards only; its crops or the preprocessing config changing does too.
+# build_shards takes the cohort's classes as a param, not the validated sheet as an input: the
+# sheet is rewritten whenever any cohort is added, which would rebuild every cohort's shards.
+# (Marking the sheet ancient() avoided that, but Snakemake 9.27 then drops the new cohort's
+# build_shards and per-patient jobs from the DAG whenever check_samples is to rerun.) Relabelling
+# a patient changes the param and rebuilds that cohort's shards only; its crops or the
+# preprocessing config changing does too.
 
 # The same function as glioma.dataset.shards.preprocess_hash, from a module that imports only
 # the standard library: importing shards (pyarrow) would slow every DAG build.
@@ -17,7 +19,6 @@ check_split_config(config["split"], cohorts())
 rule build_shards:
     input:
         crops=crops_of_cohort,
-        sheet=ancient(SHEET),
     output:
         directory("results/shards/{cohort}"),
     log:

@@ -129,7 +129,7 @@ def test_adding_a_cohort_submits_only_its_jobs(
     added = pd.read_csv(sheet, sep="\t", dtype=str).query("cohort == @ADDED_COHORT")
     (patient,) = added["patient"]
     per_patient = {(rule, where) for rule, where in submitted if rule in PER_PATIENT}
-    assert per_patient == {(rule, f"{ADDED_COHORT}_{patient}") for rule in PER_PATIENT}
+    assert per_patient == {(rule, f"{ADDED_COHORT}_{patient}") for rule in PER_PATIENT}, log[:6000]
     shard_jobs = [where for rule, where in submitted if rule == "build_shards"]
     assert shard_jobs == [ADDED_COHORT], "only the new cohort's shards are built"
     assert {path: path.stat().st_mtime_ns for path in shards} == before, "old shards untouched"

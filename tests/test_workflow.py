@@ -84,6 +84,15 @@ def test_adding_a_cohort_processes_only_its_patients(
     assert {wc["cohort"] for _, wc in per_patient} == {ADDED_COHORT}
     shard_jobs = [wc["cohort"] for rule, wc in jobs if rule == "build_shards"]
     assert shard_jobs == [ADDED_COHORT]
+    # Asking for the split manifest and the new cohort's shards (as the SLURM test does) must
+    # plan them too while the validated sheet is to be rewritten: with the sheet as an ancient()
+    # input of build_shards, Snakemake 9.27 left the new cohort's jobs out of such a DAG.
+    only = run_snakemake(
+        workdir, "--dry-run", "results/splits.tsv", f"results/shards/{ADDED_COHORT}"
+    )
+    only_jobs = planned_jobs(only.stdout + only.stderr)
+    assert ("build_shards", {"cohort": ADDED_COHORT}) in only_jobs, only.stdout[-3000:]
+    assert "check_samples" in {rule for rule, _ in only_jobs}
 
     run = run_snakemake(workdir)
     assert run.returncode == 0, (run.stdout + run.stderr)[-8000:]

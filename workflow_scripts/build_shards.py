@@ -9,7 +9,7 @@ def main(smk) -> None:
     setup_logging(smk.log[0])
     build_shards(
         list(smk.input.crops),
-        smk.input.sheet,
+        dict(smk.params.classes),
         smk.output[0],
         cohort=smk.wildcards.cohort,
         config_hash=smk.params.preprocess_hash,

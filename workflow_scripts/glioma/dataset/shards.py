@@ -7,7 +7,7 @@ in :mod:`glioma.dataset.writer`. A patient never spans two part files.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,7 +143,7 @@ def _patient_of(path: Path) -> str:
 
 def build_shards(
     crop_paths: Sequence[str | Path],
-    sheet_path: str | Path,
+    sheet: str | Path | Mapping[str, str],
     out_dir: str | Path,
     *,
     cohort: str,
@@ -159,7 +159,9 @@ def build_shards(
 
     Args:
         crop_paths: the cohort's ``results/crops/{cohort}/{patient}.npz`` files.
-        sheet_path: the validated sample sheet (``class``: empty when unlabelled).
+        sheet: the validated sample sheet, or the cohort's ``{patient: class}`` (as the rule
+            passes it, so that the sheet being rewritten for another cohort rebuilds nothing
+            here); a class is empty when unlabelled.
         out_dir: the shard folder ``results/shards/{cohort}``.
         cohort, config_hash: stored in every row (``preprocess_hash`` of the preprocess config).
         image_size: expected slice height and width (``preprocess.crop.size``).
@@ -170,9 +172,12 @@ def build_shards(
         The part files written. Raises InputError when a crop file breaks the contract or
         names a patient not in the sheet's cohort.
     """
-    sheet = read_sheet(sheet_path)
-    members = sheet[sheet["cohort"] == cohort]
-    classes = dict(zip(members["patient"], members["class"], strict=True))
+    if isinstance(sheet, Mapping):
+        classes = {str(patient): str(label) for patient, label in sheet.items()}
+    else:
+        table = read_sheet(sheet)
+        members = table[table["cohort"] == cohort]
+        classes = dict(zip(members["patient"], members["class"], strict=True))
     paths = sorted((Path(p) for p in crop_paths), key=_patient_of)
     out_dir = Path(out_dir)
     with atomic_dir(out_dir) as tmp:
