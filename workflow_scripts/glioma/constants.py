@@ -16,6 +16,18 @@ SAFE_ID_RE = re.compile(SAFE_ID)
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 UNLABELLED_SPLIT = "unlabelled"
 
+#: Columns of ``results/model/history.csv``, one row per epoch; ``lr`` is the learning rate at
+#: the start of the epoch (it changes every step), ``seconds`` the epoch's training time.
+HISTORY_COLUMNS = (
+    "epoch",
+    "train_loss",
+    "val_loss",
+    "val_slice_macro_auc",
+    "val_patient_macro_auc",
+    "lr",
+    "seconds",
+)
+
 
 def class_index(name: str) -> int:
     """Return the model output index of a class name, or -1 for an empty (unlabelled) name."""

@@ -16,22 +16,11 @@ import pandas as pd
 import torch
 from torch import nn
 
-from glioma.constants import CLASSES
+from glioma.constants import CLASSES, HISTORY_COLUMNS
 from glioma.io import atomic_path
 from glioma.model import checkpoint
 from glioma.model.settings import TrainSettings
 
-#: history.csv columns; ``lr`` is the learning rate at the start of the epoch (it changes every
-#: step), ``seconds`` the epoch's training time.
-HISTORY_COLUMNS = (
-    "epoch",
-    "train_loss",
-    "val_loss",
-    "val_slice_macro_auc",
-    "val_patient_macro_auc",
-    "lr",
-    "seconds",
-)
 FORMAT = 1
 
 

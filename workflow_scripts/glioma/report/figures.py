@@ -14,17 +14,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 from PIL import Image, UnidentifiedImageError
 
+from glioma.constants import HISTORY_COLUMNS
 from glioma.errors import InputError
 
-HISTORY_COLUMNS = (
-    "epoch",
-    "train_loss",
-    "val_loss",
-    "val_slice_macro_auc",
-    "val_patient_macro_auc",
-    "lr",
-    "seconds",
-)
 #: Magic numbers of the image formats a browser shows from a data URI.
 _MAGIC = {b"\x89PNG\r\n\x1a\n": "image/png", b"\xff\xd8\xff": "image/jpeg", b"GIF8": "image/gif"}
 _PNG_METADATA = {"Software": None}  # no version or date in the bytes: reruns are identical
