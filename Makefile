@@ -29,8 +29,13 @@ $(DEMO_DIR)/samples.tsv: $(STAMP)
 	$(PY) -m glioma.demo --out $(DEMO_DIR) --patients $(DEMO_PATIENTS) \
 		--spacing $(DEMO_SPACING) --seed $(DEMO_SEED)
 
+# The demo's settings (config/demo.yaml) are layered on top of config.yaml's real-cohort ones;
+# DEMO_SEED seeds both the generated cohort and the workflow (split, training, bootstrap).
+DEMO_CONFIG ?= config/demo.yaml
+
 demo: $(DEMO_DIR)/samples.tsv
-	$(VENV)/bin/snakemake --cores $(CORES) --config samples=$(DEMO_DIR)/samples.tsv
+	$(VENV)/bin/snakemake --cores $(CORES) --configfile $(DEMO_CONFIG) \
+		--config samples=$(DEMO_DIR)/samples.tsv seed=$(DEMO_SEED)
 	$(PY) -m glioma.model.summary results/metrics/metrics.json
 
 lint: $(STAMP)
@@ -38,7 +43,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/snakefmt --check Snakefile rules/
 	$(VENV)/bin/snakemake --lint --config samples=$(PLACEHOLDER_SHEET)
-	$(VENV)/bin/snakemake --lint --config samples=$(PLACEHOLDER_SHEET) 'preprocess={jobs: step}'
+	$(VENV)/bin/snakemake --lint --config samples=$(PLACEHOLDER_SHEET) 'preprocess={jobs: patient}'
 
 test: lint
 	HF_HUB_OFFLINE=1 PYTHONUTF8=1 $(PY) -m pytest $(PYTEST_ARGS)

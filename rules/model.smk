@@ -2,8 +2,11 @@
 # Training uses the GPUs the job sees: one process, or one per GPU under torchrun (DDP) when it
 # sees several (model.processes 0; glioma.model.launch decides inside the job). Clusters ask for
 # GPUs in the profile (`gpu` for train_classifier), not here, so that a workstation without a
-# GPU still schedules it; the job's threads are shared among the processes.
+# GPU still schedules it; the job's threads are shared among the processes. fit_baseline fits a
+# logistic regression on first-order slice features of the same shards and split, and
+# evaluate_model scores it beside the network.
 from glioma.constants import SPLITS
+from glioma.model.identity import training_identity
 
 
 rule train_classifier:
@@ -35,6 +38,9 @@ rule train_classifier:
         # Per-epoch resumable state, outside the outputs: Snakemake deletes a failed job's
         # outputs, and a rerun continues from this file when settings and data are unchanged.
         state="results/model/resume_state.pt",
+        # Every setting that changes the trained model (not workers or process count), so
+        # that changing one retrains; the script reads the same values from the config.
+        trained_with=training_identity(config),
     script:
         "../workflow_scripts/train_classifier.py"
 
@@ -61,15 +67,44 @@ rule predict_slices:
         "../workflow_scripts/predict_slices.py"
 
 
+rule fit_baseline:
+    input:
+        shards=expand("results/shards/{cohort}", cohort=cohorts()),
+        splits="results/splits.tsv",
+    output:
+        slices="results/baseline/slices.parquet",
+        patients="results/baseline/predictions.csv",
+        model="results/baseline/model.json",
+    log:
+        "logs/fit_baseline.log",
+    benchmark:
+        "results/benchmarks/fit_baseline.tsv"
+    conda:
+        "../envs/model.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    params:
+        # Read by the script from the config; named here so that changing them reruns it.
+        baseline=config["baseline"],
+        seed=config["seed"],
+        ratios=config["split"]["ratios"],
+    script:
+        "../workflow_scripts/fit_baseline.py"
+
+
 rule evaluate_model:
     input:
         slices="results/predictions/slices.parquet",
         predictions="results/predictions/predictions.csv",
         splits="results/splits.tsv",
+        baseline="results/baseline/slices.parquet",
     output:
         metrics="results/metrics/metrics.json",
         table_patient="results/metrics/table2_patient.tsv",
         table_slice="results/metrics/table2_slice.tsv",
+        table_baseline="results/metrics/table2_baseline_patient.tsv",
         roc=[
             report(
                 f"results/metrics/roc_{split}.png",

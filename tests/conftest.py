@@ -31,20 +31,26 @@ def _deep_update(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, A
     return base
 
 
-#: A configuration small enough for a CI run: 32-pixel slices, a 2-stage Swin, 2 epochs.
+#: A configuration small enough for a CI run: 32-pixel slices, the demo's network, 2 epochs.
 TINY_OVERRIDES: dict[str, Any] = {
     # One job per step, so tests can see each step's rule; tests/test_preprocess_modes.py
     # runs preprocess.jobs: patient (the demo's setting) and checks both give the same files.
     "preprocess": {"jobs": "step", "registration": {"transform": "Rigid"}, "crop": {"size": 32}},
     "split": {"ratios": {"train": 0.6, "val": 0.2, "test": 0.2}},
-    "model": {"kwargs": {"img_size": 32}, "epochs": 2, "batch_size": 16, "patience": 5},
+    "model": {"epochs": 2, "min_epochs": 0, "batch_size": 16, "patience": 5},
     "evaluate": {"bootstrap": 20},
 }
 
 
-def write_config(workdir: Path, samples: Path, **overrides: Any) -> Path:
-    """Write the repo's config with the tiny overrides (and ``overrides``) into ``workdir``."""
+def demo_config() -> dict[str, Any]:
+    """The demo's settings: config.yaml with config/demo.yaml layered on top (as `make demo`)."""
     config = yaml.safe_load((REPO / "config.yaml").read_text())
+    return _deep_update(config, yaml.safe_load((REPO / "config" / "demo.yaml").read_text()))
+
+
+def write_config(workdir: Path, samples: Path, **overrides: Any) -> Path:
+    """Write the demo's config with the tiny overrides (and ``overrides``) into ``workdir``."""
+    config = demo_config()
     _deep_update(config, TINY_OVERRIDES)
     _deep_update(config, overrides)
     config["samples"] = str(samples)

@@ -24,13 +24,13 @@ from test_model_pipeline import COHORTS, make_config, shard_table
 from glioma.constants import CLASSES
 from glioma.dataset.loader import make_loader, partition
 from glioma.dataset.splits import read_splits
-from glioma.model import distributed, fit, launch
-from glioma.model.classifier import train_classifier
-from glioma.model.data import class_counts
+from glioma.model import distributed, launch, state
+from glioma.model.data import labelled_slice_counts
 from glioma.model.distributed import Ranks
 from glioma.model.evaluate import evaluate_predictions
 from glioma.model.predict import predict_slices
 from glioma.model.state import HISTORY_COLUMNS, monitor
+from glioma.model.training import train_classifier
 
 torch.set_num_threads(1)
 
@@ -261,7 +261,7 @@ def resumed(data, tmp_path_factory) -> dict:
     config = make_config(epochs=3, processes=2)
     single, double = root / "single", root / "double"
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(fit, "save_state", kill_after_first_epoch(fit.save_state))
+        patch.setattr(state, "save_state", kill_after_first_epoch(state.save_state))
         with pytest.raises(Killed):
             train_classifier(
                 data["shards"],
@@ -326,7 +326,8 @@ def test_two_ranks_write_the_one_process_files(resumed):
     assert set(last["run"]) == set(one_state["run"]) and last["run"]["epoch"] == 3
     assert set(best["model"]) == set(one_best["model"])  # bare weights: no DDP "module." prefix
     rows = history.to_dict("records")
-    assert best["epoch"] == max(rows, key=lambda row: tuple(monitor(row)[1]))["epoch"]
+    select = resumed["config"]["model"]["select"]
+    assert best["epoch"] == max(rows, key=lambda row: tuple(monitor(row, select)[1]))["epoch"]
     trained = [not torch.equal(last["model"][k], one_state["model"][k]) for k in last["model"]]
     assert any(trained), "the two ranks did not change the weights"
 
@@ -339,12 +340,18 @@ def test_each_rank_trained_half_of_every_epoch(resumed, data):
         if "slices trained per rank: " in line
     ]
     splits = read_splits(data["splits"])
-    total = int(class_counts(data["shards"], splits, "train", config=resumed["config"]).sum())
+    config = resumed["config"]
+    per_patient = labelled_slice_counts(data["shards"], splits, "train", config=config)
+    total = int(per_patient["slices"].sum())
+    batch = config["model"]["batch_size"] // 2  # per rank
+    workers = max(1, config["model"]["num_workers"])
     assert len(counts) == 2  # epochs 2 and 3
     for per_rank in counts:
-        assert len(per_rank) == 2 and abs(per_rank[0] - per_rank[1]) <= 1
-        # Shares differ by at most one slice: lockstep leaves out at most that one (one worker).
-        assert total - 1 <= sum(per_rank) <= total
+        # Whole batches only (drop_last), in lockstep: both ranks train the same number of
+        # slices, and each worker leaves out less than one batch of its share.
+        assert len(per_rank) == 2 and per_rank[0] == per_rank[1]
+        assert per_rank[0] % batch == 0
+        assert total - 2 * workers * batch < sum(per_rank) <= total
 
 
 @pytest.mark.slow

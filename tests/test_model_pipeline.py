@@ -29,9 +29,9 @@ from sklearn.metrics import (
 from glioma.constants import CLASSES
 from glioma.dataset.splits import slice_split
 from glioma.errors import InputError
-from glioma.model.classifier import train_classifier
 from glioma.model.evaluate import evaluate_predictions
 from glioma.model.predict import PROB_COLUMNS, predict_slices
+from glioma.model.training import train_classifier
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
@@ -58,6 +58,9 @@ def make_config(**model) -> dict:
             "epochs": 3,
             "batch_size": 8,
             "patience": 5,
+            "min_epochs": 0,
+            "select": "val_auc",
+            "num_workers": 0,
             "lr": 0.003,
             "warmup_epochs": 1,
             **model,
@@ -68,7 +71,7 @@ def make_config(**model) -> dict:
     return config
 
 
-def shard_table(cohort: str, patients: list[tuple[str, str]], rng) -> pa.Table:
+def shard_table(cohort: str, patients: list[tuple[str, str]], rng, size: int = SIZE) -> pa.Table:
     """One shard in the docs/architecture.md schema; a class lifts the mean of one channel."""
     rows = {
         k: []
@@ -89,7 +92,7 @@ def shard_table(cohort: str, patients: list[tuple[str, str]], rng) -> pa.Table:
     for patient, name in patients:
         label = CLASSES.index(name) if name else int(rng.integers(3))
         for s in range(int(rng.integers(3, 6))):
-            image = rng.normal(0, 0.5, (4, SIZE, SIZE)).astype(np.float32)
+            image = rng.normal(0, 0.5, (4, size, size)).astype(np.float32)
             image[label] += 1.0
             rows["patient"].append(patient)
             rows["cohort"].append(cohort)
@@ -97,8 +100,8 @@ def shard_table(cohort: str, patients: list[tuple[str, str]], rng) -> pa.Table:
             rows["label"].append(CLASSES.index(name) if name else -1)
             rows["class"].append(name)
             rows["image"].append(image.astype("<f2").tobytes())
-            rows["height"].append(SIZE)
-            rows["width"].append(SIZE)
+            rows["height"].append(size)
+            rows["width"].append(size)
             rows["roi_area"].append(100.0)
             rows["spacing"].append([2.0, 2.0, 2.0])
             rows["preprocess_hash"].append("test")
@@ -109,7 +112,7 @@ def shard_table(cohort: str, patients: list[tuple[str, str]], rng) -> pa.Table:
             ("slice_index", pa.int32()),
             ("label", pa.int8()),
             ("class", pa.string()),
-            ("image", pa.binary(4 * SIZE * SIZE * 2)),
+            ("image", pa.binary(4 * size * size * 2)),
             ("height", pa.int16()),
             ("width", pa.int16()),
             ("roi_area", pa.float32()),
@@ -356,13 +359,13 @@ KILL_SCRIPT = textwrap.dedent("""
     import json, sys, time
     import torch
     torch.set_num_threads(1)
-    from glioma.model import fit
-    from glioma.model.classifier import train_classifier
-    save = fit.save_state
+    from glioma.model import state
+    from glioma.model.training import train_classifier
+    save = state.save_state
     def slow_save(*args, **kwargs):
         save(*args, **kwargs)
         time.sleep(300)  # the parent kills us here, right after the first epoch's checkpoint
-    fit.save_state = slow_save
+    state.save_state = slow_save
     shards, splits, out, state, config = json.loads(sys.argv[1])
     train_classifier(shards, splits, out, config, state_path=state, progress=False)
 """)

@@ -12,9 +12,7 @@ from sklearn.metrics import average_precision_score, precision_recall_fscore_sup
 from glioma.constants import CLASSES
 from glioma.model import checkpoint
 from glioma.model.augment import AugmentSettings, augment_batch
-from glioma.model.metrics import bootstrap_auc_ci, classification_metrics, macro_auc, rank_auc
-from glioma.model.nets import build_model, check_input_size
-from glioma.model.train import (
+from glioma.model.epoch import (
     class_weights,
     lr_factor,
     make_loss,
@@ -24,6 +22,8 @@ from glioma.model.train import (
     train_one_epoch,
     validate,
 )
+from glioma.model.metrics import bootstrap_auc_ci, classification_metrics, macro_auc, rank_auc
+from glioma.model.nets import build_model, check_input_size
 
 torch.set_num_threads(1)
 TINY = {
@@ -286,18 +286,52 @@ def test_config_hash_tracks_settings_and_files(tmp_path):
     assert a != checkpoint.config_hash({"lr": 1e-3}, [data])
 
 
-def test_monitor_prefers_auc_then_loss_then_latest():
-    from glioma.model.fit import monitor
+def test_monitor_follows_select_and_falls_back():
+    from glioma.model.state import monitor
 
     nan = math.nan
     row = {"epoch": 2, "val_loss": 0.5, "val_patient_macro_auc": 1.0}
     better = {"epoch": 3, "val_loss": 0.4, "val_patient_macro_auc": 1.0}
-    assert tuple(monitor(better)[1]) > tuple(monitor(row)[1])
-    assert monitor({"epoch": 2, "val_loss": 0.5, "val_patient_macro_auc": nan})[0] == "-val_loss"
+    worse_auc = {"epoch": 4, "val_loss": 0.3, "val_patient_macro_auc": 0.8}
+    # val_loss (the default): the lower loss wins, whatever the AUC.
+    assert monitor(better)[0] == "-val_loss"
+    assert tuple(monitor(worse_auc)[1]) > tuple(monitor(better)[1]) > tuple(monitor(row)[1])
+    # val_auc: the AUC first, the loss breaks ties.
+    assert tuple(monitor(better, "val_auc")[1]) > tuple(monitor(row, "val_auc")[1])
+    assert tuple(monitor(better, "val_auc")[1]) > tuple(monitor(worse_auc, "val_auc")[1])
+    no_auc = {"epoch": 2, "val_loss": 0.5, "val_patient_macro_auc": nan}
+    assert monitor(no_auc, "val_auc")[0] == "-val_loss"
+    # last, or nothing to validate on: the latest epoch.
+    assert monitor(row, "last") == ("epoch", [2.0, 0.0])
     assert monitor({"epoch": 4, "val_loss": nan, "val_patient_macro_auc": nan}) == (
         "epoch",
         [4.0, 0.0],
     )
+
+
+def test_min_epochs_and_patience_decide_best_and_stop():
+    from glioma.model.settings import TrainSettings
+    from glioma.model.state import RunState, update_best
+
+    config = {"seed": 0, "model": {"name": SWIN, "kwargs": TINY, "pretrained_weights": ""}}
+    defaults = {
+        "epochs": 20, "batch_size": 8, "lr": 1e-3, "weight_decay": 0.0, "warmup_epochs": 0,
+        "label_smoothing": 0.0, "balance": "none", "patient_weighting": "slices",
+        "select": "val_loss", "min_epochs": 3, "patience": 2, "compile": False,
+        "num_workers": 0, "processes": 0, "augment": {},
+    }  # fmt: skip
+    settings = TrainSettings.from_config({**config, "model": {**config["model"], **defaults}})
+    run, model = RunState(), tiny_model()
+    losses = [0.1, 0.9, 0.8, 0.7, 0.75, 0.72, 0.5]
+    kept = []
+    for epoch, loss in enumerate(losses, start=1):
+        row = {"epoch": epoch, "val_loss": loss, "val_patient_macro_auc": 0.5}
+        kept.append(update_best(run, row, model, settings))
+        if run.stopped:
+            break
+    # Epoch 1's lucky loss is never kept (before min_epochs); 4 is best; 5 and 6 exhaust patience.
+    assert kept == [False, False, True, True, False, False]
+    assert run.best_epoch == 4 and run.stopped and run.epoch == 6
 
 
 def test_summary_lines_flag_training_data_and_leaks() -> None:
@@ -317,3 +351,43 @@ def test_summary_lines_flag_training_data_and_leaks() -> None:
     assert lines[0].startswith("WARNING: slice-level split")
     assert "train (training data)" in lines[1] and "macro AUC n/a" in lines[1]
     assert "IDHwt 0.750 [0.500-n/a]" in lines[2]
+
+
+def test_slice_loss_matches_torch_and_weighs_patients():
+    torch.manual_seed(0)
+    logits, labels = torch.randn(6, 3), torch.tensor([0, 0, 0, 0, 1, 2])
+    weights = class_weights([4, 1, 1])
+    loss = make_loss(weights, 0.1)
+    expected = torch.nn.CrossEntropyLoss(weight=weights, label_smoothing=0.1)(logits, labels)
+    torch.testing.assert_close(loss(logits, labels), expected)
+    # Slice weights of 0 drop slices: the loss is that of the remaining ones.
+    keep = torch.tensor([1.0, 0, 0, 0, 1, 1])
+    subset = torch.nn.CrossEntropyLoss(weight=weights, label_smoothing=0.1)(
+        logits[keep > 0], labels[keep > 0]
+    )
+    torch.testing.assert_close(loss(logits, labels, keep), subset)
+    # Doubling one slice's weight counts it twice.
+    twice = torch.tensor([2.0, 1, 1, 1, 1, 1])
+    repeated = torch.nn.CrossEntropyLoss(weight=weights, label_smoothing=0.1)(
+        torch.cat([logits[:1], logits]), torch.cat([labels[:1], labels])
+    )
+    torch.testing.assert_close(loss(logits, labels, twice), repeated)
+
+
+def test_patient_weights_give_every_patient_the_same_total():
+    import pandas as pd
+
+    from glioma.model.data import class_counts, patient_weights, with_weights
+
+    per_patient = pd.DataFrame(
+        {"cohort": ["A", "A", "B"], "patient": ["thin", "thick", "p"], "label": [0, 0, 1],
+         "slices": [80, 10, 30]}
+    )  # fmt: skip
+    weights = patient_weights(per_patient)
+    totals = {key: weights[key] * n for key, n in zip(weights, per_patient["slices"], strict=True)}
+    assert totals == pytest.approx(dict.fromkeys(weights, 40.0))  # the mean slice count each
+    assert class_counts(per_patient).tolist() == [90, 30, 0]
+    assert class_counts(per_patient, by="patients").tolist() == [2, 1, 0]
+    batch = {"cohort": ["A", "B"], "patient": ["thick", "p"], "label": torch.tensor([0, 1])}
+    (weighted,) = with_weights([batch], weights)
+    torch.testing.assert_close(weighted["weight"], torch.tensor([4.0, 4 / 3]))

@@ -500,3 +500,25 @@ def test_summary_falls_back_to_last_split_with_patients():
     assert {row[0] for row in headline["table"]["rows"]} == {"val"}
     metrics["patient"] = {s: {"n": 0} for s in SPLITS}
     assert html.summary(metrics, roc) == {}
+
+
+def test_network_vs_baseline_table_only_with_a_baseline(report, tmp_path):
+    assert 'id="baseline"' not in report[2]  # the fixture's metrics.json has no baseline
+    inputs = make_run(tmp_path)
+    metrics = json.loads(inputs.metrics.read_text(encoding="utf-8"))
+    baseline = fake_metrics()
+    baseline["test"]["classes"]["IDHwt"].update(auc=0.555, auc_ci_low=0.444, auc_ci_high=0.666)
+    baseline["test"]["macro_auc"] = 0.501
+    baseline["val"]["n"] = 7
+    metrics["baseline"] = {"patient": baseline, "slice": fake_metrics()}
+    inputs.metrics.write_text(json.dumps(metrics), encoding="utf-8")
+    page = html.render_html(html.build_context(inputs, b"\x89PNG\r\n\x1a\n"))
+    section = page[page.index('<h3 id="baseline">Network vs baseline</h3>') :]
+    section = section[: section.index("</section>")]
+    assert "logistic regression on 24 first-order intensity features" in section
+    assert "same labelled patients" in section
+    assert "<td>0.830 (0.630-0.930)</td><td>0.555 (0.444-0.666)</td>" in section  # test, IDHwt
+    assert "<td>macro</td><td>0.862</td><td>0.501</td>" in section
+    assert "<td>4 / 7</td>" in section  # patient counts that differ are both shown
+    assert section.count("<tr") == 1 + len(SPLITS) * (len(CLASSES) + 1)
+    assert 'href="#baseline"' in page

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from conftest import ADDED_COHORT, FIRST_COHORTS, planned_jobs, run_snakemake, write_config
 
 pytestmark = pytest.mark.slow
@@ -61,11 +62,43 @@ def test_metrics_and_predictions(workflow_run: Path) -> None:
             entry = metrics[level][split]
             assert {"n", "accuracy", "macro_auc", "classes"} <= set(entry)
             assert set(entry["classes"]) == {"IDHwt", "IDHmut-codel", "IDHmut-intact"}
+    # The baseline is evaluated by the same code, over the same patients.
+    for level in ("patient", "slice"):
+        for split in ("train", "val", "test"):
+            baseline = metrics["baseline"][level][split]
+            assert set(baseline) == set(metrics[level][split])
+            assert baseline["n"] == metrics[level][split]["n"]
     predictions = pd.read_csv(results / "predictions" / "predictions.csv")
     sheet = pd.read_csv(results / "cohort" / "samples.tsv", sep="\t")
     assert len(predictions) == len(sheet)
     probabilities = predictions[["p_IDHwt", "p_IDHmut-codel", "p_IDHmut-intact"]].to_numpy()
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-4)
+
+
+def test_training_settings_retrain_and_run_settings_do_not(
+    workflow_run: Path, tmp_path: Path
+) -> None:
+    workdir = tmp_path / "run"
+    shutil.copytree(workflow_run, workdir, symlinks=True)
+    config_path = workdir / "config.yaml"
+    config = yaml.safe_load(config_path.read_text())
+
+    def planned(**model: object) -> set[str]:
+        changed = {**config, "model": {**config["model"], **model}}
+        config_path.write_text(yaml.safe_dump(changed, sort_keys=False))
+        dry = run_snakemake(workdir, "--dry-run")
+        assert dry.returncode == 0, dry.stderr[-4000:]
+        return {rule for rule, _ in planned_jobs(dry.stdout + dry.stderr)}
+
+    assert not planned() & {"train_classifier", "predict_slices", "render_report"}
+    # Settings that change the trained model retrain it, and what depends on it.
+    assert {"train_classifier", "render_report"} <= planned(lr=config["model"]["lr"] * 2)
+    assert "train_classifier" in planned(patient_weighting="slices")
+    # Settings that only change how training runs do not.
+    assert "train_classifier" not in planned(num_workers=3, processes=1)
+    # The report shows what the model was trained with: results/model/config.yaml.
+    trained = yaml.safe_load((workdir / "results" / "model" / "config.yaml").read_text())
+    assert trained["model"] == config["model"]
 
 
 def test_adding_a_cohort_processes_only_its_patients(

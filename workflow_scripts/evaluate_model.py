@@ -6,7 +6,7 @@ from glioma.model.evaluate import evaluate_predictions
 
 
 def main(smk) -> None:
-    """Write metrics.json, the Table 2 TSVs and the ROC and confusion figures."""
+    """Write metrics.json (network and baseline), the Table 2 TSVs and the figures."""
     setup_logging(smk.log[0])
     evaluate_predictions(
         smk.input.slices,
@@ -20,6 +20,8 @@ def main(smk) -> None:
         n_boot=smk.params.bootstrap,
         seed=smk.params.seed,
         aggregate=smk.params.aggregate,
+        baseline_path=smk.input.baseline,
+        baseline_table_out=smk.output.table_baseline,
     )
 
 

@@ -272,6 +272,7 @@ def make_loader(
     buffer_size: int = 512,
     rank: int = 0,
     world_size: int = 1,
+    drop_last: bool = False,
 ) -> DataLoader:
     """Return a DataLoader over one split of the shards.
 
@@ -288,6 +289,8 @@ def make_loader(
             slice-level (split column ``slice``).
         rank, world_size: read only this process's share of each epoch (data-parallel training);
             ``batch_size`` is then per process.
+        drop_last: drop each worker's last batch when it is incomplete (for training: a batch
+            of one slice cannot be normalised by BatchNorm, and the order changes every epoch).
     """
     keys = split_keys(splits, split, ratios=ratios, split_seed=split_seed)
     dataset = SliceDataset(
@@ -309,4 +312,5 @@ def make_loader(
         num_workers=num_workers,
         collate_fn=collate_slices,
         persistent_workers=False,
+        drop_last=drop_last,
     )

@@ -1,11 +1,13 @@
 """The classifier: timm networks, training, prediction and evaluation.
 
-Modules, in pipeline order: ``nets`` (build and load networks), ``augment`` (tensor
-augmentation), ``data`` (loaders over the shards), ``train`` (one epoch, validation, optimiser
-and schedule), ``checkpoint`` (checkpoint files, seeds, run identity), ``state`` (history, early
-stopping, weights records), ``distributed`` (data-parallel ranks), ``fit`` (the training loop),
-``classifier`` (its file-level entry point), ``launch`` and ``train_cli`` (one process, or one
-per GPU under torchrun), ``predict`` (slice and patient probabilities), ``metrics`` (array
-metrics with bootstrap CIs), ``evaluate`` (metrics.json and Table 2) and ``plots`` (ROC and
-confusion figures).
+Training reads top to bottom in ``training`` (:func:`~glioma.model.training.train_classifier`).
+It leans on ``settings`` (the typed ``model:`` section) and ``identity`` (which settings shape
+a model), ``data`` (what it reads from the shards: loaders, counts, patient weights), ``nets``
+(timm networks), ``epoch`` (one pass over batches: train, validate, loss, optimiser, schedule),
+``augment``, ``state`` (history, model selection, checkpoint files, resume), ``checkpoint``
+(weights-only files, seeds, hashes) and ``distributed`` (data-parallel ranks); ``launch`` and
+``train_cli`` start one process, or one per GPU under torchrun. After training: ``predict``
+(slice and patient probabilities), ``baseline`` (a logistic regression on first-order features,
+the yardstick), ``metrics`` (array metrics with bootstrap CIs), ``evaluate`` (metrics.json and
+Table 2), ``plots`` and ``summary``.
 """

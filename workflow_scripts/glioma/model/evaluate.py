@@ -173,6 +173,19 @@ def write_figures(
         plot_confusion(document, split, plot_outs["confusion"][split], title=title)
 
 
+def baseline_metrics(
+    path: str | Path, splits: pd.DataFrame, *, n_boot: int, seed: int
+) -> dict[str, Any]:
+    """The ``baseline`` section of metrics.json: the baseline's slices scored like the network's.
+
+    The same seed draws the same bootstrap resamples of patients as for the network.
+    """
+    path = Path(path)
+    slices = labelled_slices(pd.read_parquet(path), splits, path)
+    document = compute_metrics(slices, leaky=False, n_boot=n_boot, seed=seed)
+    return _json_safe(document)
+
+
 def evaluate_predictions(
     slices_path: str | Path,
     splits_path: str | Path,
@@ -183,6 +196,8 @@ def evaluate_predictions(
     n_boot: int,
     seed: int,
     aggregate: str = "mean",
+    baseline_path: str | Path | None = None,
+    baseline_table_out: str | Path | None = None,
 ) -> dict[str, Any]:
     """Evaluate slices.parquet against the manifest and write metrics, tables and figures.
 
@@ -195,6 +210,10 @@ def evaluate_predictions(
         n_boot: bootstrap resamples of patients for the AUC CIs (``evaluate.bootstrap``).
         seed: bootstrap seed.
         aggregate: how slice probabilities become a patient's (``evaluate.aggregate``).
+        baseline_path: ``results/baseline/slices.parquet``, scored by the same code into the
+            document's ``baseline`` section (``{"patient": ..., "slice": ...}``); None for none.
+        baseline_table_out: ``table2_baseline_patient.tsv``, the baseline's patient-level Table
+            2 (with ``baseline_path`` only).
 
     Returns:
         The metrics document written.
@@ -211,14 +230,22 @@ def evaluate_predictions(
         log.warning(LEAKY_WARNING)
     slices = labelled_slices(pd.read_parquet(slices_path), splits, slices_path)
     document = _json_safe(compute_metrics(slices, leaky=leaky, n_boot=n_boot, seed=seed))
+    if baseline_path is not None:
+        document["baseline"] = baseline_metrics(baseline_path, splits, n_boot=n_boot, seed=seed)
     with atomic_path(metrics_out) as tmp:
         tmp.write_text(json.dumps(document, indent=2) + "\n")
-    for level in LEVELS:
-        with atomic_path(table_outs[level]) as tmp:
-            table2(document[level], leaky=leaky).to_csv(tmp, sep="\t", index=False, na_rep="")
+    tables = [(document[level], table_outs[level]) for level in LEVELS]
+    if baseline_path is not None and baseline_table_out is not None:
+        tables.append((document["baseline"]["patient"], baseline_table_out))
+    for values, out in tables:
+        with atomic_path(out) as tmp:
+            table2(values, leaky=leaky).to_csv(tmp, sep="\t", index=False, na_rep="")
     if plot_outs is not None:
         write_figures(slices, document, plot_outs, leaky=leaky)
     for level in LEVELS:
         summary = {s: document[level][s]["macro_auc"] for s in SPLITS}
         log.info("%s-level macro AUC: %s", level, summary)
+    if baseline_path is not None:
+        summary = {s: document["baseline"]["patient"][s]["macro_auc"] for s in SPLITS}
+        log.info("baseline patient-level macro AUC: %s", summary)
     return document

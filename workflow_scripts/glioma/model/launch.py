@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 import glioma
-from glioma.model.classifier import train_classifier, write_config
+from glioma.model.training import train_classifier, write_config
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def launch_training(
 
     Args:
         shard_dirs, splits_path, out_dir, config, state_path, device: see
-            :func:`glioma.model.classifier.train_classifier`.
+            :func:`glioma.model.training.train_classifier`.
         threads: CPU threads of the job, shared among the processes.
 
     Raises:

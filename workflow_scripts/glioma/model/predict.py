@@ -16,10 +16,10 @@ from glioma.constants import CLASSES
 from glioma.dataset.loader import iter_patient_batches
 from glioma.dataset.splits import read_splits
 from glioma.io import atomic_path
-from glioma.model.classifier import load_classifier
 from glioma.model.data import UNLISTED_SPLIT, slice_splits
+from glioma.model.epoch import autocast, to_device
 from glioma.model.nets import pick_device
-from glioma.model.train import autocast, to_device
+from glioma.model.state import load_classifier
 
 log = logging.getLogger(__name__)
 

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from glioma.model.augment import AugmentSettings
+from glioma.model.identity import NOT_TRAINING_KEYS
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,9 @@ class TrainSettings:
     warmup_epochs: int
     label_smoothing: float
     balance: str
+    patient_weighting: str
+    select: str
+    min_epochs: int
     patience: int
     compile: bool
     num_workers: int
@@ -43,6 +47,6 @@ class TrainSettings:
         GPUs: ``batch_size`` is the batch of all processes together, whatever their number.
         """
         out = asdict(self)
-        for key in ("num_workers", "compile", "processes"):
+        for key in NOT_TRAINING_KEYS:
             out.pop(key)
         return out

@@ -1,4 +1,4 @@
-"""What a run carries from epoch to epoch: history, early stopping, best weights, records.
+"""What a run carries from epoch to epoch, and its files: history, selection, best, resume.
 
 ``best.pt`` and ``last.pt`` hold a self-describing weights record (:func:`model_record`) that
 loads with ``torch.load(weights_only=True)``.
@@ -7,8 +7,9 @@ loads with ``torch.load(weights_only=True)``.
 from __future__ import annotations
 
 import copy
+import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,8 @@ from glioma.constants import CLASSES, HISTORY_COLUMNS
 from glioma.io import atomic_path
 from glioma.model import checkpoint
 from glioma.model.settings import TrainSettings
+
+log = logging.getLogger(__name__)
 
 FORMAT = 1
 
@@ -38,18 +41,26 @@ class RunState:
     best_model: dict[str, torch.Tensor] | None = None
 
 
-def monitor(row: dict[str, float]) -> tuple[str, list[float]]:
-    """The early-stopping score of an epoch, compared lexicographically (higher is better).
+def monitor(row: dict[str, float], select: str = "val_loss") -> tuple[str, list[float]]:
+    """The model-selection score of an epoch, compared lexicographically (higher is better).
 
-    Validation patient-level macro AUC, ties broken by the lower validation loss (a small
-    validation set often reaches AUC 1 early, and the first such epoch is rarely the best);
-    when the AUC is undefined (fewer than two classes in val), the negative validation loss;
-    when there is no validation slice at all, the epoch number, so the latest model is kept.
+    ``select`` (``model.select``):
+
+    - ``val_loss``: the lower validation loss over every val slice (class-weighted, as trained).
+      It moves smoothly from epoch to epoch; a few validation patients' AUC jumps between a
+      handful of values and often reaches 1 by chance early in training.
+    - ``val_auc``: validation patient-level macro AUC, ties broken by the lower loss.
+    - ``last``: the latest epoch (with ``model.patience`` >= ``model.epochs``, the end of the
+      cosine schedule).
+
+    An undefined score falls back to the next one that is defined (no AUC with fewer than two
+    classes in val; no loss without val slices: then the latest epoch).
     """
     loss = -row["val_loss"] if math.isfinite(row["val_loss"]) else -math.inf
-    if math.isfinite(row["val_patient_macro_auc"]):
-        return "val_patient_macro_auc", [row["val_patient_macro_auc"], loss]
-    if math.isfinite(row["val_loss"]):
+    auc = row["val_patient_macro_auc"]
+    if select == "val_auc" and math.isfinite(auc):
+        return "val_patient_macro_auc", [auc, loss]
+    if select in ("val_loss", "val_auc") and math.isfinite(row["val_loss"]):
         return "-val_loss", [loss, 0.0]
     return "epoch", [float(row["epoch"]), 0.0]
 
@@ -80,19 +91,27 @@ def write_history(history: list[dict[str, float]], path: Path) -> None:
         frame.to_csv(tmp, index=False)
 
 
-def update_best(state: RunState, row: dict[str, float], model: nn.Module, patience: int) -> bool:
-    """Record ``row``; return True when it is the best epoch so far."""
-    metric, score = monitor(row)
-    improved = tuple(score) > tuple(state.best_score) or metric != state.best_metric
+def update_best(
+    state: RunState, row: dict[str, float], model: nn.Module, settings: TrainSettings
+) -> bool:
+    """Record ``row``; return True when it is the best epoch so far.
+
+    Epochs before ``model.min_epochs`` are recorded but never kept as best, and early stopping
+    counts ``model.patience`` epochs without improvement from there on.
+    """
     state.epoch = int(row["epoch"])
     state.history.append(row)
+    if state.epoch < settings.min_epochs and state.epoch < settings.epochs:
+        return False
+    metric, score = monitor(row, settings.select)
+    improved = tuple(score) > tuple(state.best_score) or metric != state.best_metric
     if improved:
         state.best_score, state.best_epoch, state.best_metric = score, state.epoch, metric
         state.best_model = cpu_weights(model)
         state.bad_epochs = 0
     else:
         state.bad_epochs += 1
-    state.stopped = state.bad_epochs >= patience
+    state.stopped = state.bad_epochs >= settings.patience
     return improved
 
 
@@ -107,3 +126,65 @@ def write_best(state: RunState, settings: TrainSettings, run_hash: str, path: Pa
         config_hash=run_hash,
     )
     checkpoint.save(record, path)
+
+
+def save_state(
+    state: RunState,
+    settings: TrainSettings,
+    run_hash: str,
+    path: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+) -> None:
+    """Write the resumable state (model, optimiser, schedule, RNG, history, best) atomically."""
+    record = model_record(cpu_weights(model), settings, config_hash=run_hash)
+    fields = asdict(state)
+    fields.pop("best_model")
+    record.update(
+        optimizer=optimizer.state_dict(),
+        scheduler=scheduler.state_dict(),
+        rng=checkpoint.rng_state(),
+        run=fields,
+        best_model=state.best_model,
+    )
+    checkpoint.save(record, path)
+
+
+def try_resume(
+    path: Path,
+    run_hash: str,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+) -> RunState | None:
+    """Restore a run from ``path`` when it exists and was made under the same settings and data."""
+    if not path.is_file():
+        return None
+    saved = checkpoint.load(path)
+    if saved.get("format") != FORMAT or saved.get("config_hash") != run_hash:
+        log.warning("%s was made under other settings or data: training from scratch", path)
+        return None
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    checkpoint.set_rng_state(saved["rng"])
+    state = RunState(**saved["run"], best_model=saved["best_model"])
+    log.info("resuming from %s after epoch %d", path, state.epoch)
+    return state
+
+
+def load_classifier(path: str | Path, device: torch.device | str = "cpu") -> nn.Module:
+    """Rebuild the network saved in best.pt or last.pt and load its weights (eval mode).
+
+    Raises:
+        ValueError: the checkpoint's classes differ from ``CLASSES``.
+    """
+    from glioma.model.nets import build_model
+
+    record = checkpoint.load(path)
+    if tuple(record.get("classes", ())) != CLASSES:
+        raise ValueError(f"{path}: classes {record.get('classes')} differ from {list(CLASSES)}")
+    model = build_model(record["model_name"], record["model_kwargs"])
+    model.load_state_dict(record["model"])
+    return model.to(device).eval()

@@ -14,7 +14,10 @@ def _fmt(value: float | None) -> str:
 
 
 def summary_lines(metrics: dict) -> list[str]:
-    """One line per split and level: n, accuracy, macro AUC and per-class AUC with 95% CI."""
+    """One line per split and level: n, accuracy, macro AUC and per-class AUC with 95% CI.
+
+    Then, when the metrics hold a ``baseline`` section, the lines of :func:`baseline_lines`.
+    """
     lines = []
     if metrics.get("leaky_split"):
         lines.append("WARNING: slice-level split - patients leak across splits, figures inflated")
@@ -34,6 +37,26 @@ def summary_lines(metrics: dict) -> list[str]:
                 f"{level:7s} {split:5s}{note}: n={entry['n']}, accuracy {_fmt(entry['accuracy'])}, "
                 f"macro AUC {_fmt(entry['macro_auc'])}; {aucs}"
             )
+    return lines + baseline_lines(metrics)
+
+
+def baseline_lines(metrics: dict) -> list[str]:
+    """One line per split: the network's patient-level AUCs beside the baseline's (none without)."""
+    baseline = (metrics.get("baseline") or {}).get("patient") or {}
+    lines = []
+    for split in SPLITS:
+        network, other = metrics.get("patient", {}).get(split), baseline.get(split)
+        if not network or not other:
+            continue
+        aucs = ", ".join(
+            f"{name} {_fmt(network['classes'][name]['auc'])} vs "
+            f"{_fmt(other['classes'][name]['auc'])}"
+            for name in CLASSES
+        )
+        lines.append(
+            f"patient {split:5s}: network macro AUC {_fmt(network['macro_auc'])} vs baseline "
+            f"{_fmt(other['macro_auc'])}; {aucs}"
+        )
     return lines
 
 

@@ -24,8 +24,8 @@ import yaml
 
 from glioma.logs import setup_logging
 from glioma.model import distributed
-from glioma.model.classifier import train_classifier
 from glioma.model.distributed import SINGLE, Ranks
+from glioma.model.training import train_classifier
 
 log = logging.getLogger("glioma.model.train_cli")  # __name__ is __main__ under -m
 

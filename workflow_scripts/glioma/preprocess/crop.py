@@ -64,15 +64,32 @@ def to_patient_axes(array_zyx: np.ndarray, orient: Orientation) -> np.ndarray:
     return out
 
 
-def _square_box(roi_lps: np.ndarray, spacing_lp: np.ndarray, margin_mm: float):
-    """Centre (voxel units along L and P) and half side (mm) of the ROI's square in-plane box."""
+def _box(roi_lps: np.ndarray, spacing_lp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Centre (voxel units) and extent (mm) along L and P of the ROI's in-plane bounding box."""
     in_plane = roi_lps.any(axis=2)
     centre, extent = [], []
     for p in range(2):
         hits = np.flatnonzero(in_plane.any(axis=1 - p))
         centre.append((hits[0] + hits[-1]) / 2)
         extent.append((hits[-1] - hits[0] + 1) * spacing_lp[p])
-    return np.asarray(centre), max(extent) / 2 + margin_mm
+    return np.asarray(centre), np.asarray(extent)
+
+
+def _half_side(extent_mm: np.ndarray, *, margin_mm: float, fov_mm: float) -> float:
+    """Half the crop's side in mm: the ROI's square box plus margin, or the fixed field of view.
+
+    A fixed field of view smaller than the ROI cuts it; the warning says by how much.
+    """
+    if fov_mm <= 0:
+        return float(extent_mm.max()) / 2 + margin_mm
+    outside = np.maximum(extent_mm - fov_mm, 0)
+    if outside.any():
+        log.warning(
+            "ROI box %.1f x %.1f mm (L x P) is larger than fov_mm=%g: %.1f x %.1f mm of its "
+            "extent falls outside the crop and is cut",
+            *extent_mm, fov_mm, *outside,
+        )  # fmt: skip
+    return fov_mm / 2
 
 
 def _sample(plane: np.ndarray, centre, half_mm: float, spacing_lp, size: int) -> np.ndarray:
@@ -96,11 +113,17 @@ def _crop_channels(
     spacing_lp: np.ndarray,
     *,
     margin_mm: float,
+    fov_mm: float,
     size: int,
     mask_to_roi: bool,
-) -> np.ndarray:
-    """Crop and resize the kept axial slices of (L, P, S) channels: (S, C, size, size) float16."""
-    centre, half_mm = _square_box(roi_lps[:, :, keep], spacing_lp, margin_mm)
+) -> tuple[np.ndarray, float]:
+    """Crop and resize the kept axial slices of (L, P, S) channels.
+
+    Returns:
+        The (S, C, size, size) float16 crops, and their pixel size in mm (square pixels).
+    """
+    centre, extent_mm = _box(roi_lps[:, :, keep], spacing_lp)
+    half_mm = _half_side(extent_mm, margin_mm=margin_mm, fov_mm=fov_mm)
     images = np.zeros((keep.size, len(channels), size, size), np.float16)
     for i, k in enumerate(keep):
         for c, channel in enumerate(channels):
@@ -108,7 +131,7 @@ def _crop_channels(
             if mask_to_roi:
                 plane = np.where(roi_lps[:, :, k], plane, 0)
             images[i, c] = _sample(plane, centre, half_mm, spacing_lp, size)
-    return images
+    return images, 2 * half_mm / size
 
 
 def _kept_slices(roi_lps: np.ndarray, min_roi_voxels: int) -> tuple[np.ndarray, np.ndarray]:
@@ -130,25 +153,32 @@ def crop_slices(
     direction: Sequence[float],
     *,
     margin_mm: float = 10.0,
+    fov_mm: float = 0.0,
     size: int = 224,
     mask_to_roi: bool = False,
     min_roi_voxels: int = 1,
 ) -> dict[str, np.ndarray]:
-    """Crop every axial slice holding ROI to the ROI's square box plus margin, resized.
+    """Crop every axial slice holding ROI to one square per patient, resized to ``size`` pixels.
+
+    The square is centred on the ROI's in-plane bounding box over the kept slices. Its side is the
+    box's longer side plus ``margin_mm`` on each side (``fov_mm`` 0: every tumour fills the crop),
+    or ``fov_mm`` (a fixed field of view: the tumour's size on screen is its physical size).
 
     Args:
         volumes: (C, z, y, x) image arrays on one grid (SimpleITK order), channels in order.
         roi: (z, y, x) ROI mask on the same grid.
         spacing: grid spacing (x, y, z) in mm.
         direction: grid direction cosines (9 numbers, row-major, as SimpleITK gives them).
-        margin_mm: margin around the ROI bounding box.
+        margin_mm: margin around the ROI bounding box (``fov_mm`` 0 only).
+        fov_mm: side of a fixed square field of view in mm; 0 sizes the square to the ROI. A
+            larger ROI is cut at the square's edges, with a warning.
         size: output height and width.
         mask_to_roi: zero every voxel outside the ROI before resizing.
         min_roi_voxels: keep a slice when it holds at least this many ROI voxels.
 
     Returns:
         The ``.npz`` contents of docs/architecture.md: ``images``, ``slice_index``, ``roi_area``,
-        ``spacing``; slices in increasing ``slice_index``.
+        ``spacing``, ``pixel_mm``; slices in increasing ``slice_index``.
 
     Raises:
         InputError: no slice holds ``min_roi_voxels`` ROI voxels.
@@ -158,9 +188,9 @@ def crop_slices(
     spacing_lps = np.asarray(spacing, float)[list(orient.axes)]
     counts, keep = _kept_slices(roi_lps, min_roi_voxels)
     channels = [to_patient_axes(v, orient) for v in volumes]
-    images = _crop_channels(
+    images, pixel_mm = _crop_channels(
         channels, roi_lps, keep, spacing_lps[:2],
-        margin_mm=margin_mm, size=size, mask_to_roi=mask_to_roi,
+        margin_mm=margin_mm, fov_mm=fov_mm, size=size, mask_to_roi=mask_to_roi,
     )  # fmt: skip
     # Slice indices count along the grid's own axial axis, which may run inferior-wards.
     index = roi_lps.shape[2] - 1 - keep if orient.flips[2] else keep
@@ -170,6 +200,7 @@ def crop_slices(
         "slice_index": index[order].astype(np.int32),
         "roi_area": (counts[keep] * spacing_lps[0] * spacing_lps[1])[order].astype(np.float32),
         "spacing": np.asarray(spacing, np.float32),
+        "pixel_mm": np.float32(pixel_mm),
     }
 
 
@@ -201,6 +232,7 @@ def crop_file(
     out_path: str | Path,
     *,
     margin_mm: float = 10.0,
+    fov_mm: float = 0.0,
     size: int = 224,
     mask_to_roi: bool = False,
     min_roi_voxels: int = 1,
@@ -213,6 +245,7 @@ def crop_file(
         roi: preprocessed ROI path.
         out_path: ``results/crops/{cohort}/{patient}.npz``.
         margin_mm: see :func:`crop_slices`.
+        fov_mm: see :func:`crop_slices`.
         size: see :func:`crop_slices`.
         mask_to_roi: see :func:`crop_slices`.
         min_roi_voxels: see :func:`crop_slices`.
@@ -226,12 +259,19 @@ def crop_file(
             roi_image.GetSpacing(),
             roi_image.GetDirection(),
             margin_mm=margin_mm,
+            fov_mm=fov_mm,
             size=size,
             mask_to_roi=mask_to_roi,
             min_roi_voxels=min_roi_voxels,
         )
     except InputError as err:
         raise in_context(err, patient=patient, column="roi", path=roi) from err
-    log.info("%d axial slices with ROI, %dx%d", len(crops["slice_index"]), size, size)
+    log.info(
+        "%d axial slices with ROI, %dx%d, %.3f mm pixels",
+        len(crops["slice_index"]),
+        size,
+        size,
+        crops["pixel_mm"],
+    )
     with atomic_path(out_path) as tmp, open(tmp, "wb") as handle:
         np.savez(handle, **crops)

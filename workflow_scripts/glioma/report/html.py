@@ -173,6 +173,8 @@ def build_context(inputs: ReportInputs, curves_png: bytes) -> dict[str, Any]:
         "split_sizes": _frame(tables.split_sizes(splits)),
         "curves": figures.data_uri(curves_png, "image/png"),
         "table2": {level: _frame(tables.table2(metrics, level)) for level in tables.LEVELS},
+        "baseline": _frame(tables.baseline_comparison(metrics)),
+        "baseline_caption": tables.BASELINE_CAPTION,
         "roc": roc,
         "confusion": split_figures(inputs.confusion, "confusion"),
         "predictions": _frame(tables.read_predictions(inputs.predictions, sheet)),

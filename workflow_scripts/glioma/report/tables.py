@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from glioma.constants import CLASSES, SPLITS, UNLABELLED_SPLIT
+from glioma.constants import CLASSES, SEQUENCES, SPLITS, UNLABELLED_SPLIT
 from glioma.errors import InputError
 
 SLICE_SPLIT = "slice"
@@ -23,6 +23,15 @@ PREDICTION_COLUMNS = ("patient", "cohort", *PROB_COLUMNS, "predicted_class", "n_
 SPLIT_COLUMNS = ("patient", "cohort", "class", "split")
 EXCLUSION_COLUMNS = ("patient", "cohort", "scope", "reason")
 SPLIT_ORDER = (*SPLITS, SLICE_SPLIT, UNLABELLED_SPLIT)
+#: Features per slice of the baseline: glioma.model.baseline.FEATURE_NAMES, which lives in the
+#: model environment (scikit-learn, torch) that the report's lacks.
+BASELINE_FEATURES = 6 * len(SEQUENCES)
+BASELINE_CAPTION = (
+    f"Baseline: logistic regression on {BASELINE_FEATURES} first-order intensity features per "
+    "slice (mean, SD, 10th and 90th percentiles, central mean and fraction above 2 of each "
+    "sequence), fitted on the training slices, slice probabilities averaged per patient; same "
+    "split, same labelled patients (n) and bootstrap as the network."
+)
 
 
 def read_table(path: str | Path, columns: tuple[str, ...], *, sep: str = "\t") -> pd.DataFrame:
@@ -158,6 +167,27 @@ def table2(metrics: dict[str, Any], level: str) -> pd.DataFrame:
                 }
             )
     return pd.DataFrame(rows)
+
+
+def baseline_comparison(metrics: dict[str, Any]) -> pd.DataFrame:
+    """Network vs baseline at patient level: AUC (95% CI) per split and class, then macro AUC.
+
+    Empty when ``metrics`` holds no ``baseline`` section.
+    """
+    baseline = (metrics.get("baseline") or {}).get("patient") or {}
+    columns = ("split", "n", "class", "network AUC (95% CI)", "baseline AUC (95% CI)")
+    rows = []
+    for split in SPLITS:
+        pair = ((metrics.get("patient") or {}).get(split), baseline.get(split))
+        if not all(pair):
+            continue
+        sizes = [str(part.get("n", "n/a")) for part in pair]
+        n = sizes[0] if sizes[0] == sizes[1] else " / ".join(sizes)
+        for name in CLASSES:
+            aucs = [_auc_ci((part.get("classes") or {}).get(name) or {}) for part in pair]
+            rows.append((split_label(split), n, name, *aucs))
+        rows.append((split_label(split), n, "macro", *(_num(p.get("macro_auc")) for p in pair)))
+    return pd.DataFrame(rows, columns=list(columns))
 
 
 def read_predictions(path: str | Path, sheet: pd.DataFrame) -> pd.DataFrame:

@@ -1,4 +1,4 @@
-"""One training epoch, validation, loss, optimiser and learning-rate schedule.
+"""One pass over batches: a training epoch, validation, loss, optimiser and learning-rate schedule.
 
 These functions take any iterable of batches (dicts with ``image`` (B, 4, H, W) float32,
 ``label`` (B,) int64, ``patient`` and ``cohort`` lists), so they are tested on in-memory
@@ -49,9 +49,40 @@ def class_weights(counts: Iterable[int]) -> torch.Tensor:
     return weights.float()
 
 
-def make_loss(weights: torch.Tensor | None, label_smoothing: float) -> nn.Module:
-    """Cross-entropy with optional class weights and label smoothing."""
-    return nn.CrossEntropyLoss(weight=weights, label_smoothing=label_smoothing)
+class SliceLoss(nn.Module):
+    """Cross-entropy with class weights, label smoothing and an optional weight per slice.
+
+    The mean is weighted as PyTorch weights it (divided by the summed weights of the targets),
+    with each slice's weight multiplied in: ``sum(s_i * l_i) / sum(s_i * w[y_i])``, where
+    ``l_i`` already carries the class weight ``w[y_i]``. Without slice weights it equals
+    ``nn.CrossEntropyLoss(weight=w, label_smoothing=...)``.
+    """
+
+    def __init__(self, weights: torch.Tensor | None, label_smoothing: float) -> None:
+        super().__init__()
+        self.register_buffer("weights", weights)
+        self.label_smoothing = label_smoothing
+
+    def forward(
+        self, logits: torch.Tensor, labels: torch.Tensor, slice_weights: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        losses = nn.functional.cross_entropy(
+            logits,
+            labels,
+            weight=self.weights,
+            label_smoothing=self.label_smoothing,
+            reduction="none",
+        )
+        target_weights = torch.ones_like(losses) if self.weights is None else self.weights[labels]
+        if slice_weights is not None:
+            slice_weights = slice_weights.to(losses)
+            losses, target_weights = losses * slice_weights, target_weights * slice_weights
+        return losses.sum() / target_weights.sum().clamp(min=torch.finfo(losses.dtype).tiny)
+
+
+def make_loss(weights: torch.Tensor | None, label_smoothing: float) -> SliceLoss:
+    """Cross-entropy with optional class weights and label smoothing (see :class:`SliceLoss`)."""
+    return SliceLoss(weights, label_smoothing)
 
 
 def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -115,10 +146,12 @@ def train_one_epoch(
     for batch in _progress(batches, desc, progress):
         images = to_device(batch["image"], device)
         labels = batch["label"].to(device)
+        weights = batch.get("weight")
         if augment is not None:
             images = augment_batch(images, augment, generator or torch.Generator())
         with autocast(device):
-            loss = loss_fn(model(images).float(), labels)
+            logits = model(images).float()
+        loss = loss_fn(logits, labels, None if weights is None else weights.to(device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
