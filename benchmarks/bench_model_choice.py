@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import yaml
+from bench_train import MODELS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -39,15 +40,8 @@ VARIANTS: dict[str, tuple[dict[str, Any], float]] = {
     # The demo's settings before issue 13: a 2-block Swin, selected by validation AUC.
     "swin-2block (old demo)": (
         {
-            "name": "swin_tiny_patch4_window7_224",
-            "kwargs": {
-                "img_size": 64,
-                "patch_size": 4,
-                "window_size": 4,
-                "embed_dim": 24,
-                "depths": [1, 1],
-                "num_heads": [1, 2],
-            },
+            "name": MODELS["tiny"][0],
+            "kwargs": MODELS["tiny"][1],
             "epochs": 20,
             "patience": 6,
             "min_epochs": 0,

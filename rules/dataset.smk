@@ -57,6 +57,7 @@ rule make_splits:
     params:
         level=config["split"]["level"],
         method=config["split"]["method"],
+        strata=config["split"]["strata"],
         ratios=config["split"]["ratios"],
         seed=config["seed"],
         test_cohorts=config["split"]["test_cohorts"],

@@ -315,3 +315,29 @@ def test_split_counts_table() -> None:
     splits = assign_splits(synthetic_sheet({"A": 40}), level="patient", ratios=RATIOS, seed=0)
     counts = split_counts(splits)
     assert counts.to_numpy().sum() == 40 and set(counts.columns) <= {"train", "val", "test"}
+
+
+def test_quota_over_class_strata_reaches_a_class_rare_in_every_cohort() -> None:
+    # Two IDHmut-codel patients per cohort: too few for every split within a cohort.
+    rows = [
+        (f"{cohort}-{i}", cohort, "IDHmut-codel" if i < 2 else CLASSES[i % 2 * 2])
+        for cohort in "ABC"
+        for i in range(10)
+    ]
+    sheet = pd.DataFrame(rows, columns=["patient", "cohort", "class"])
+    ratios = {"train": 0.6, "val": 0.2, "test": 0.2}
+    by_cohort = assign_splits(sheet, level="patient", ratios=ratios, seed=1, method="quota")
+    codel = by_cohort[by_cohort["class"] == "IDHmut-codel"]
+    assert codel.groupby("cohort")["split"].nunique().max() <= 2  # no cohort reaches all three
+    pooled = assign_splits(
+        sheet, level="patient", ratios=ratios, seed=1, method="quota", strata="class"
+    )
+    for name in CLASSES:
+        counts = pooled.loc[pooled["class"] == name, "split"].value_counts()
+        n = int(counts.sum())
+        assert sorted(counts.reindex(["train", "val", "test"], fill_value=0)) == sorted(
+            quota_sizes(n, ratios, [0, 0, 0])
+        )
+        assert set(counts.index) == {"train", "val", "test"}, name
+    with pytest.raises(ValueError, match=r"split\.strata"):
+        assign_splits(sheet, level="patient", ratios=ratios, seed=1, method="quota", strata="x")

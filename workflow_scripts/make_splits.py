@@ -12,6 +12,7 @@ def main(smk) -> None:
         smk.output[0],
         level=smk.params.level,
         method=smk.params.method,
+        strata=smk.params.strata,
         ratios=dict(smk.params.ratios),
         seed=smk.params.seed,
         test_cohorts=list(smk.params.test_cohorts),

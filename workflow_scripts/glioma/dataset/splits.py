@@ -12,7 +12,9 @@ Two ways to turn ratios into patient splits, both keyed on a SHA-256 of (seed, c
   every split with a non-zero ratio one patient when the stratum has enough of them. The ratios
   hold exactly per stratum and small classes reach val and test. A stratum holds one cohort, so
   adding a cohort still moves nobody; adding patients to an existing cohort can move the few
-  patients at the bands' edges of that cohort's strata (``make_splits`` logs which).
+  patients at the bands' edges of that cohort's strata (``make_splits`` logs which). With
+  ``strata: class`` a stratum is one class over every cohort, so a class too rare in each
+  cohort still reaches every split; adding a cohort then moves the few patients at the edges.
 
 Either way a patient's slices are never in two splits. Counts per stratum are logged, with a
 warning when a class is missing from a split that should hold it.
@@ -36,6 +38,7 @@ log = logging.getLogger(__name__)
 
 LEVELS = ("patient", "cohort", "slice")
 METHODS = ("hash", "quota")
+STRATA = ("cohort_class", "class")
 #: Split value of labelled patients under ``level: slice``; their slices are split at load time.
 SLICE_SPLIT = "slice"
 SHEET_COLUMNS = ("patient", "cohort", "class")
@@ -173,12 +176,24 @@ def quota_sizes(n: int, ratios: Mapping[str, float], tiebreak: Sequence[float]) 
 
 
 def _quota_split(
-    table: pd.DataFrame, fractions: Sequence[float], ratios: Mapping[str, float], seed: int
+    table: pd.DataFrame,
+    fractions: Sequence[float],
+    ratios: Mapping[str, float],
+    seed: int,
+    strata: str = "cohort_class",
 ) -> list[str]:
-    """Split every cohort x class stratum of ``table`` into hash-ranked bands of quota size."""
+    """Split every stratum of ``table`` into hash-ranked bands of quota size.
+
+    A stratum is one cohort's patients of one class (``strata="cohort_class"``) or one class's
+    patients of every cohort (``strata="class"``).
+    """
     split = [UNLABELLED_SPLIT] * len(table)
     frame = table.assign(_fraction=list(fractions), _row=range(len(table)))
-    for (cohort, label), stratum in frame.groupby(["cohort", "class"], sort=True):
+    if strata == "class":
+        frame = frame.assign(_stratum="*")
+    else:
+        frame = frame.assign(_stratum=frame["cohort"])
+    for (cohort, label), stratum in frame.groupby(["_stratum", "class"], sort=True):
         if not label:
             continue
         tiebreak = [stable_fraction(seed, "quota", cohort, label, name) for name in SPLITS]
@@ -191,11 +206,16 @@ def _quota_split(
 
 
 def _within(
-    table: pd.DataFrame, fractions: Sequence[float], ratios: Mapping[str, float], seed: int, method
+    table: pd.DataFrame,
+    fractions: Sequence[float],
+    ratios: Mapping[str, float],
+    seed: int,
+    method: str,
+    strata: str = "cohort_class",
 ) -> list[str]:
     """The split of every row of ``table`` under ``method`` (``hash`` or ``quota``)."""
     if method == "quota":
-        return _quota_split(table, fractions, ratios, seed)
+        return _quota_split(table, fractions, ratios, seed, strata)
     return [split_of_fraction(f, ratios) for f in fractions]
 
 
@@ -207,6 +227,7 @@ def assign_splits(
     seed: int,
     test_cohorts: Sequence[str] = (),
     method: str = "hash",
+    strata: str = "cohort_class",
 ) -> pd.DataFrame:
     """Return ``sheet``'s patient, cohort, class with a ``split`` column, sorted by cohort, patient.
 
@@ -219,6 +240,9 @@ def assign_splits(
         seed: the split seed.
         test_cohorts: external test cohorts (level ``cohort`` only).
         method: ``hash`` or ``quota`` (see the module docstring).
+        strata: the strata of ``quota``: ``cohort_class`` (each cohort's classes) or ``class``
+            (each class over all cohorts: a class too rare in every cohort still reaches every
+            split, and adding a cohort can move the few patients at its bands' edges).
 
     Raises:
         ValueError: unknown level or method, bad ratios, or test cohorts missing from the sheet
@@ -228,18 +252,20 @@ def assign_splits(
         raise ValueError(f"split.level must be one of {', '.join(LEVELS)}; got {level!r}")
     if method not in METHODS:
         raise ValueError(f"split.method must be one of {', '.join(METHODS)}; got {method!r}")
+    if strata not in STRATA:
+        raise ValueError(f"split.strata must be one of {', '.join(STRATA)}; got {strata!r}")
     ratios = check_ratios(ratios)
     out = sheet.loc[:, list(SHEET_COLUMNS)].reset_index(drop=True)
     fractions = [
         stable_fraction(seed, c, p) for c, p in zip(out["cohort"], out["patient"], strict=True)
     ]
     if level == "patient":
-        split = _within(out, fractions, ratios, seed, method)
+        split = _within(out, fractions, ratios, seed, method, strata)
     elif level == "cohort":
         test = _check_test_cohorts(set(out["cohort"]), test_cohorts)
         train_share = ratios["train"] / (ratios["train"] + ratios["val"])
         inner = {"train": train_share, "val": 1 - train_share, "test": 0.0}
-        split = _within(out, fractions, inner, seed, method)
+        split = _within(out, fractions, inner, seed, method, strata)
         split = ["test" if c in test else s for c, s in zip(out["cohort"], split, strict=True)]
     else:
         split = [SLICE_SPLIT] * len(out)
@@ -345,6 +371,7 @@ def make_splits(
     seed: int,
     test_cohorts: Sequence[str] = (),
     method: str = "hash",
+    strata: str = "cohort_class",
 ) -> pd.DataFrame:
     """Write the split manifest (``patient, cohort, class, split`` TSV) of a sheet, atomically.
 
@@ -358,6 +385,7 @@ def make_splits(
         seed=seed,
         test_cohorts=test_cohorts,
         method=method,
+        strata=strata,
     )
     _report(splits, level, ratios)
     _log_moves(Path(out_path), splits)
