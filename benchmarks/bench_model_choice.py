@@ -50,6 +50,19 @@ VARIANTS: dict[str, tuple[dict[str, Any], float]] = {
         },
         0.0,
     ),
+    # The same Swin without augmentation or label smoothing, trained to the end: can it fit?
+    "swin-2block, no augmentation or smoothing, last": (
+        {
+            "name": MODELS["tiny"][0],
+            "kwargs": MODELS["tiny"][1],
+            "epochs": 20,
+            "select": "last",
+            "patience": 100,
+            "label_smoothing": 0.0,
+            "augment": {"flip": False, "rotation_deg": 0.0, "intensity": 0.0},
+        },
+        0.0,
+    ),
     "resnet10t (demo)": ({}, 0.0),
     "resnet10t, patient_weighting slices": ({"patient_weighting": "slices"}, 0.0),
     "resnet10t, select last": ({"select": "last", "patience": 100}, 0.0),
