@@ -126,7 +126,7 @@ def preprocess_patient_files(
         registration: ``preprocess.registration`` with the cohort's transform.
         brain_extraction: ``preprocess.brain_extraction`` with the cohort's method.
         normalisation: ``preprocess.normalisation`` (method, percentiles).
-        crop: ``preprocess.crop`` (margin_mm, size, mask_to_roi, min_roi_voxels).
+        crop: ``preprocess.crop`` (fov_mm, margin_mm, size, mask_to_roi, min_roi_voxels).
         seed: seed of the registration's metric sampling.
         threads: threads for N4 and brain extraction (registration always uses one).
         patient: patient ID, for error messages.
