@@ -1,8 +1,9 @@
 """One pass over batches: a training epoch, validation, loss, optimiser and learning-rate schedule.
 
 These functions take any iterable of batches (dicts with ``image`` (B, 4, H, W) float32,
-``label`` (B,) int64, ``patient`` and ``cohort`` lists), so they are tested on in-memory
-tensors and used unchanged on the shard loader.
+``label`` (B,) int64, ``patient`` and ``cohort`` lists, and optionally ``weight`` (B,), each
+slice's weight in the loss), so they are tested on in-memory tensors and used unchanged on the
+shard loader.
 """
 
 from __future__ import annotations
