@@ -271,3 +271,10 @@ def test_summary_lines_show_network_and_baseline(evaluated) -> None:
     assert codel in compared[-1]
     without = {k: v for k, v in document.items() if k != "baseline"}
     assert summary_lines(without) == lines[: len(lines) - len(compared)]
+
+
+def test_one_class_in_train_names_the_split_file(shards, tmp_path) -> None:
+    splits = shards["splits"].copy()
+    splits.loc[(splits["class"] != "IDHwt") & (splits["split"] == "train"), "split"] = "val"
+    with pytest.raises(ValueError, match=r"splits\.tsv: the baseline needs training slices"):
+        run_baseline(shards, tmp_path, splits)

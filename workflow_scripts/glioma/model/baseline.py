@@ -189,7 +189,10 @@ def fit_baseline(
     labels = np.concatenate([np.full(len(p.features), class_index(p.class_name)) for p in patients])
     train = np.concatenate([np.asarray(p.slice_split) == "train" for p in patients]) & (labels >= 0)
     c, max_iter = float(settings["C"]), int(settings["max_iter"])
-    model = fit_model(features[train], labels[train], c=c, max_iter=max_iter, seed=seed)
+    try:
+        model = fit_model(features[train], labels[train], c=c, max_iter=max_iter, seed=seed)
+    except ValueError as err:
+        raise ValueError(f"{splits_path}: {err}") from err
     ends = np.cumsum([len(p.features) for p in patients])[:-1]
     slice_table, patient_table = prediction_tables(
         patients, np.split(predict_proba(model, features), ends)
