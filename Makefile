@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 # A one-patient sheet of empty files: enough for Snakemake to parse, lint and draw the DAG.
 PLACEHOLDER_SHEET := tests/data/placeholder/samples.tsv
 
-.PHONY: setup demo test lint rulegraph clean
+.PHONY: setup demo demo-cv test lint rulegraph clean
 
 setup: $(STAMP)
 
@@ -37,6 +37,11 @@ demo: $(DEMO_DIR)/samples.tsv
 	$(VENV)/bin/snakemake --cores $(CORES) --configfile $(DEMO_CONFIG) \
 		--config samples=$(DEMO_DIR)/samples.tsv seed=$(DEMO_SEED)
 	$(PY) -m glioma.model.summary results/metrics/metrics.json
+
+# The demo with 5-fold cross-validation: out-of-fold predictions, a fold ensemble for the test
+# patients, per-fold figures.
+demo-cv: DEMO_CONFIG := config/demo.yaml config/demo_cv.yaml
+demo-cv: demo
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -112,6 +112,84 @@ def classes_of(wildcards):
     }
 
 
+def labelled_cohorts():
+    """Cohorts with at least one labelled included patient, sorted."""
+    return sorted({c for (c, _), row in _ROWS.items() if row["class"]})
+
+
+def fold_ids():
+    """The cross-validation folds: "0".."K-1" (split.folds K), the labelled cohorts
+    (split.level cohort without test_cohorts: leave-one-cohort-out), or none (one split).
+    """
+    split = config["split"]
+    if split["level"] == "cohort" and not split["test_cohorts"]:
+        return labelled_cohorts()
+    return [str(k) for k in range(split["folds"])]
+
+
+def eval_splits():
+    """The splits scored: cv (out-of-fold) and test under cross-validation, else
+    train, val and test; leave-one-cohort-out has no test split."""
+    if not fold_ids():
+        return ["train", "val", "test"]
+    split = config["split"]
+    return (
+        ["cv"]
+        if split["level"] == "cohort" and not split["test_cohorts"]
+        else ["cv", "test"]
+    )
+
+
+def fold_file(name):
+    """An input function giving results/model/folds/{fold}/<name> for a job's fold."""
+
+    def path(wildcards):
+        return f"results/model/folds/{wildcards.fold}/{name}"
+
+    return path
+
+
+def fold_model_name(wildcards):
+    """The predictions' model column of one fold's model (glioma.model.ensemble.fold_model)."""
+    return f"fold-{wildcards.fold}"
+
+
+def trained_models():
+    """The history and saved config of every trained model (one, or one per fold)."""
+    folds = fold_ids()
+    if not folds:
+        return {
+            "history": ["results/model/history.csv"],
+            "config": "results/model/config.yaml",
+        }
+    return {
+        "history": expand("results/model/folds/{fold}/history.csv", fold=folds),
+        "config": f"results/model/folds/{folds[0]}/config.yaml",
+    }
+
+
+def split_figures(kind, subcategory, caption):
+    """results/metrics/<kind>_<split>.png of every scored split, as report items."""
+    return [
+        _evaluation_item(
+            f"results/metrics/{kind}_{split}.png", caption, subcategory, split
+        )
+        for split in eval_splits()
+    ]
+
+
+def _evaluation_item(path, caption, subcategory, split):
+    """One figure of the Evaluation category of Snakemake's --report."""
+    # (A line starting with `report(` reads as a directive to snakefmt.)
+    return report(
+        path,
+        caption=caption,
+        category="Evaluation",
+        subcategory=subcategory,
+        labels={"figure": Path(path).stem.rsplit("_", 1)[0], "split": split},
+    )
+
+
 def per_patient(pattern):
     """Expand a path pattern with {cohort} and {patient} over every included patient."""
     return [

@@ -61,5 +61,6 @@ rule make_splits:
         ratios=config["split"]["ratios"],
         seed=config["seed"],
         test_cohorts=config["split"]["test_cohorts"],
+        folds=config["split"]["folds"],
     script:
         "../workflow_scripts/make_splits.py"

@@ -1,7 +1,4 @@
 # Reports: the cohort's Table 1 and the run's one self-contained HTML page.
-from glioma.constants import SPLITS  # noqa: E402
-
-
 rule make_table1:
     input:
         sheet=SHEET,
@@ -33,12 +30,16 @@ rule render_report:
         exclusions=EXCLUSIONS,
         table1="results/cohort/table1.tsv",
         splits="results/splits.tsv",
-        history="results/model/history.csv",
-        model_config="results/model/config.yaml",
+        history=trained_models()["history"],
+        model_config=trained_models()["config"],
         metrics="results/metrics/metrics.json",
         predictions="results/predictions/predictions.csv",
-        roc=expand("results/metrics/roc_{split}.png", split=SPLITS),
-        confusion=expand("results/metrics/confusion_{split}.png", split=SPLITS),
+        folds="results/metrics/table_folds.tsv",
+        roc=expand("results/metrics/roc_{split}.png", split=EVAL_SPLITS),
+        confusion=expand("results/metrics/confusion_{split}.png", split=EVAL_SPLITS),
+        calibration=expand("results/metrics/calibration_{split}.png", split=EVAL_SPLITS),
+        uncertainty=expand("results/metrics/uncertainty_{split}.png", split=EVAL_SPLITS),
+        folds_figure=["results/metrics/folds.png"] if FOLDS else [],
         qc=per_patient("results/qc/{cohort}/{patient}.png"),
     output:
         html=report(

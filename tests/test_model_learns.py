@@ -20,6 +20,9 @@ from glioma.constants import CLASSES
 from glioma.model.epoch import make_loss, make_optimizer, make_scheduler, train_one_epoch, validate
 from glioma.model.nets import build_model
 
+#: Ratios of the generated cohort (48 train, 16 val, 32 test): train:val sets inner validation.
+INNER_RATIOS = {"train": 0.5, "val": 1 / 6, "test": 1 / 3}
+
 REPO = Path(__file__).resolve().parents[1]
 N_SLICES, BATCH = 64, 16
 
@@ -196,3 +199,53 @@ def test_model_learns_visible_classes_and_not_shuffled_labels(tmp_path):
     shuffled = _train_and_score(tmp_path / "shuffled", shuffle_labels=True)
     # 32 test patients: a model that learned nothing scores 0.5 give or take ~0.1.
     assert 0.3 < shuffled["test"] < 0.7, shuffled
+
+
+@pytest.mark.slow
+def test_cross_validated_auc_stays_near_chance_with_shuffled_labels(tmp_path):
+    """Out-of-fold predictions of a model that memorised its patients' labels would score high
+    on shuffled labels; a leak-free cross-validation scores them, and the ensemble's test
+    patients, at chance."""
+    import pandas as pd
+    from test_model_pipeline import make_config
+
+    from glioma.dataset.folds import deal_folds, write_fold_manifest
+    from glioma.model.ensemble import ensemble_predictions
+    from glioma.model.evaluate import evaluate_predictions
+    from glioma.model.predict import predict_slices
+    from glioma.model.training import train_classifier
+
+    settings = _model_settings("config/demo.yaml")
+    config = make_config(
+        name=settings["name"], kwargs=settings["kwargs"], epochs=5, batch_size=32, lr=1e-3
+    )
+    shards, single = _cohort(tmp_path, shuffle_labels=True)
+    manifest = pd.read_csv(single, sep="\t", dtype=str, keep_default_na=False)
+    development = manifest["split"] != "test"
+    manifest["fold"] = ""
+    manifest.loc[development, "split"] = "cv"
+    manifest.loc[development, "fold"] = deal_folds(manifest[development], folds=3, seed=0)
+    splits = tmp_path / "cv_splits.tsv"
+    manifest.to_csv(splits, sep="\t", index=False)
+    predicted = {}
+    for fold in ("0", "1", "2"):
+        folder = tmp_path / "folds" / fold
+        write_fold_manifest(splits, folder / "splits.tsv", fold, ratios=INNER_RATIOS, seed=0)
+        train_classifier(shards, folder / "splits.tsv", folder, config, progress=False)
+        predict_slices(
+            shards, splits, folder / "best.pt", folder / "s.parquet", folder / "p.csv",
+            config=config,
+        )  # fmt: skip
+        predicted[fold] = folder / "s.parquet"
+    ensemble_predictions(
+        predicted, splits, tmp_path / "s.parquet", tmp_path / "p.csv", review_threshold=0.6
+    )
+    tables = {"patient": tmp_path / "tp.tsv", "slice": tmp_path / "ts.tsv"}
+    doc = evaluate_predictions(
+        tmp_path / "s.parquet", splits, tmp_path / "m.json", tables, n_boot=0, seed=0
+    )
+    scores = {split: doc["patient"][split]["macro_auc"] for split in ("cv", "test")}
+    assert doc["patient"]["cv"]["n"] == 64, doc["patient"]["cv"]
+    # 64 out-of-fold and 32 test patients: chance is 0.5 give or take ~0.1.
+    assert 0.3 < scores["cv"] < 0.7, scores
+    assert 0.3 < scores["test"] < 0.7, scores

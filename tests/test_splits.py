@@ -132,7 +132,7 @@ def test_make_splits_logs_patients_that_moved(tmp_path: Path, caplog) -> None:
     assert "changed split" not in caplog.text
     with caplog.at_level(logging.WARNING):
         make_splits(tmp_path / "samples.tsv", out, level="patient", ratios=RATIOS, seed=2)
-    assert "changed split since the previous manifest" in caplog.text
+    assert "changed split or fold since the previous manifest" in caplog.text
 
 
 def test_unknown_method_is_rejected() -> None:
@@ -172,7 +172,6 @@ def test_cohort_level_holds_out_whole_cohorts() -> None:
 @pytest.mark.parametrize(
     ("test_cohorts", "pattern"),
     [
-        ([], "test_cohorts is empty"),
         (["Z"], r"\['Z'\] are not in the sample sheet"),
         (["A", "B"], "every cohort"),
     ],
@@ -240,7 +239,8 @@ def test_make_splits_writes_manifest_and_reads_back(tmp_path: Path, caplog) -> N
         written = make_splits(tmp_path / "samples.tsv", out, level="patient", ratios=RATIOS, seed=9)
     assert "patients per stratum" in caplog.text
     back = read_splits(out)
-    assert list(back.columns) == ["patient", "cohort", "class", "split"]
+    assert list(back.columns) == ["patient", "cohort", "class", "split", "fold"]
+    assert (back["fold"] == "").all()
     assert all(back[c].map(type).eq(str).all() for c in back.columns)
     assert (back["class"] == "").sum() == 2
     pd.testing.assert_frame_equal(back, written)

@@ -11,7 +11,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import ADDED_COHORT, FIRST_COHORTS, planned_jobs, run_snakemake, write_config
+from conftest import (
+    ADDED_COHORT,
+    FIRST_COHORTS,
+    planned_jobs,
+    run_snakemake,
+    subset_sheet,
+    write_config,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -146,3 +153,102 @@ def test_rule_scripts_import_this_workflows_library(tiny_cohort: Path, tmp_path:
     run = run_snakemake(workdir, "results/cohort/samples.tsv", env=env)
     assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
     assert (workdir / "results" / "cohort" / "samples.tsv").is_file()
+
+
+# --- cross-validation (split.folds: 3) on the same preprocessed patients ------------------------
+
+
+@pytest.fixture(scope="module")
+def cv_run(workflow_run: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The tiny run again with 3-fold cross-validation; returns the workdir and the run's log."""
+    workdir = tmp_path_factory.mktemp("cv_run") / "run"
+    shutil.copytree(workflow_run, workdir, symlinks=True)
+    config_path = workdir / "config.yaml"
+    config = yaml.safe_load(config_path.read_text())
+    config["split"]["folds"] = 3
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    run = run_snakemake(workdir)
+    log = run.stdout + run.stderr
+    assert run.returncode == 0, log[-8000:]
+    return workdir, log
+
+
+def _read(path: Path, sep: str = "\t") -> pd.DataFrame:
+    return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
+
+
+def test_cross_validation_trains_one_model_per_fold(cv_run: tuple[Path, str]) -> None:
+    workdir, log = cv_run
+    jobs = planned_jobs(log)
+    assert sorted(wc["fold"] for rule, wc in jobs if rule == "train_fold") == ["0", "1", "2"]
+    assert sorted(wc["fold"] for rule, wc in jobs if rule == "predict_fold") == ["0", "1", "2"]
+    ran = {rule for rule, _ in jobs}
+    # Preprocessing and shards are reused; the single-split model is not trained again.
+    assert not ran & (PER_PATIENT_RULES | {"build_shards", "train_classifier"})
+    for fold in ("0", "1", "2"):
+        assert (workdir / "results" / "model" / "folds" / fold / "best.pt").stat().st_size > 0
+
+
+def test_every_development_patient_is_predicted_out_of_fold(cv_run: tuple[Path, str]) -> None:
+    results = cv_run[0] / "results"
+    splits = _read(results / "splits.tsv")
+    predictions = _read(results / "predictions" / "predictions.csv", sep=",")
+    assert len(predictions) == len(splits)
+    merged = splits.merge(predictions, on=["cohort", "patient"], suffixes=("", "_predicted"))
+    development = merged[merged["split"] == "cv"]
+    assert len(development) and set(development["fold"]) == {"0", "1", "2"}
+    assert (development["model"] == "fold-" + development["fold"]).all()
+    assert (development["n_models"] == "1").all()
+    others = merged[merged["split"] != "cv"]
+    assert len(others) and (others["model"] == "ensemble").all()
+    assert (others["n_models"] == "3").all()
+    manifests = {
+        fold: _read(results / "model" / "folds" / fold / "splits.tsv") for fold in ("0", "1", "2")
+    }
+    for row in merged.itertuples(index=False):
+        for fold, manifest in manifests.items():
+            listed = manifest[
+                (manifest["cohort"] == row.cohort) & (manifest["patient"] == row.patient)
+            ]
+            if row.model == f"fold-{fold}":
+                # The model that predicts a patient held it out: no training, no early stopping.
+                assert list(listed["split"]) == ["test"], (row.patient, fold)
+            elif row.split != "cv":
+                # Test and unlabelled patients are in no fold's training data.
+                assert listed.empty, (row.patient, fold)
+
+
+def test_cross_validation_metrics_and_report(cv_run: tuple[Path, str]) -> None:
+    results = cv_run[0] / "results"
+    metrics = json.loads((results / "metrics" / "metrics.json").read_text())
+    assert metrics["splits"] == ["cv", "test"]
+    splits = _read(results / "splits.tsv")
+    assert metrics["patient"]["cv"]["n"] == int((splits["split"] == "cv").sum())
+    assert metrics["cv"]["n_folds"] == 3 and len(metrics["cv"]["folds"]) == 3
+    assert metrics["baseline"]["patient"]["cv"]["n"] == metrics["patient"]["cv"]["n"]
+    assert metrics["calibration"]["fitted_on"] == "cv"
+    assert set(metrics["uncertainty"]["splits"]) == {"cv", "test"}
+    for name in ("folds.png", "calibration_cv.png", "uncertainty_test.png", "table_folds.tsv"):
+        assert (results / "metrics" / name).stat().st_size > 0
+    page = (results / "report.html").read_text(encoding="utf-8")
+    for text in ("Cross-validation", "out-of-fold", "Calibration", "review"):
+        assert text in page, text
+
+
+def test_adding_a_cohort_moves_no_patient_between_folds(tiny_cohort: Path, tmp_path: Path) -> None:
+    split = {"folds": 3, "strata": "cohort_class"}
+    first = tmp_path / "first"
+    write_config(first, subset_sheet(tiny_cohort, FIRST_COHORTS, "two.tsv"), split=split)
+    every = tmp_path / "every"
+    write_config(every, tiny_cohort, split=split)
+    manifests = []
+    for workdir in (first, every):
+        run = run_snakemake(workdir, "results/splits.tsv")
+        assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+        manifests.append(_read(workdir / "results" / "splits.tsv"))
+    before, after = manifests
+    merged = before.merge(after, on=["cohort", "patient"], suffixes=("_before", ""))
+    assert len(merged) == len(before)
+    assert (merged["split_before"] == merged["split"]).all()
+    assert (merged["fold_before"] == merged["fold"]).all()
+    assert set(after["cohort"]) - set(before["cohort"]) == {ADDED_COHORT}

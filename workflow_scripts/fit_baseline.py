@@ -14,6 +14,7 @@ def main(smk) -> None:
         smk.output.patients,
         config=smk.config,
         model_out=smk.output.model,
+        fold_paths=dict(zip(smk.params.folds, smk.input.folds, strict=True)),
     )
 
 

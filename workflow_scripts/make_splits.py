@@ -1,4 +1,4 @@
-"""Rule adapter: write the train/val/test split manifest."""
+"""Rule adapter: write the train/val/test (and cross-validation fold) split manifest."""
 
 from glioma.dataset.splits import make_splits
 from glioma.logs import setup_logging
@@ -16,6 +16,7 @@ def main(smk) -> None:
         ratios=dict(smk.params.ratios),
         seed=smk.params.seed,
         test_cohorts=list(smk.params.test_cohorts),
+        folds=int(smk.params.folds),
     )
 
 

@@ -7,7 +7,7 @@ from glioma.model.predict import predict_slices
 
 
 def main(smk) -> None:
-    """Predict every slice and patient of the shards with the best checkpoint."""
+    """Predict every slice and patient of the shards with one model's best checkpoint."""
     setup_logging(smk.log[0])
     torch.set_num_threads(smk.threads)
     predict_slices(
@@ -17,6 +17,7 @@ def main(smk) -> None:
         smk.output.slices,
         smk.output.patients,
         config=smk.config,
+        model_name=smk.params.model_name,
     )
 
 

@@ -15,6 +15,11 @@ SAFE_ID_RE = re.compile(SAFE_ID)
 #: Split names in ``results/splits.tsv``.
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 UNLABELLED_SPLIT = "unlabelled"
+#: Split of the development patients under cross-validation: each is predicted by the one fold
+#: model that did not see it (its ``fold`` column says which).
+CV_SPLIT = "cv"
+#: Splits that metrics are reported on, in report order (single split, or cross-validation).
+EVAL_SPLITS: tuple[str, ...] = ("train", "val", CV_SPLIT, "test")
 
 #: Columns of ``results/model/history.csv``, one row per epoch; ``lr`` is the learning rate at
 #: the start of the epoch (it changes every step), ``seconds`` the epoch's training time.

@@ -16,6 +16,10 @@ Two ways to turn ratios into patient splits, both keyed on a SHA-256 of (seed, c
   ``strata: class`` a stratum is one class over every cohort, so a class too rare in each
   cohort still reaches every split; adding a cohort then moves the few patients at the edges.
 
+With ``folds`` (k-fold cross-validation) or ``level: cohort`` without test cohorts
+(leave-one-cohort-out), the patients not in test are the development set, split ``cv``, with a
+``fold`` each (:mod:`glioma.dataset.folds`).
+
 Either way a patient's slices are never in two splits. Counts per stratum are logged, with a
 warning when a class is missing from a split that should hold it.
 """
@@ -29,7 +33,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from glioma.constants import CLASSES, SPLITS, UNLABELLED_SPLIT
+from glioma.constants import CLASSES, CV_SPLIT, SPLITS, UNLABELLED_SPLIT
+from glioma.dataset.folds import NO_FOLD, check_folds, deal_folds
 from glioma.dataset.hashing import stable_fraction
 from glioma.errors import InputError
 from glioma.io import atomic_path
@@ -43,11 +48,18 @@ STRATA = ("cohort_class", "class")
 SLICE_SPLIT = "slice"
 SHEET_COLUMNS = ("patient", "cohort", "class")
 SPLIT_COLUMNS = ("patient", "cohort", "class", "split")
+#: Columns of the manifest file: the split columns and the cross-validation fold ("" for none).
+MANIFEST_COLUMNS = (*SPLIT_COLUMNS, "fold")
 RATIO_TOLERANCE = 1e-6
 
 
-def _read_tsv(path: str | Path, columns: Sequence[str]) -> pd.DataFrame:
-    """Read a TSV as strings (empty cells stay ""), keeping ``columns``, in that order."""
+def _read_tsv(
+    path: str | Path, columns: Sequence[str], optional: Mapping[str, str] | None = None
+) -> pd.DataFrame:
+    """Read a TSV as strings (empty cells stay ""), keeping ``columns``, in that order.
+
+    ``optional`` maps further columns to the value they take when the file lacks them.
+    """
     path = Path(path)
     if not path.is_file():
         raise InputError("file does not exist", path=path)
@@ -55,7 +67,10 @@ def _read_tsv(path: str | Path, columns: Sequence[str]) -> pd.DataFrame:
     for column in columns:
         if column not in table.columns:
             raise InputError("column is missing", column=column, path=path)
-    table = table[list(columns)].astype(str)
+    for column, default in (optional or {}).items():
+        if column not in table.columns:
+            table[column] = default
+    table = table[[*columns, *(optional or {})]].astype(str)
     for row, (cohort, patient) in enumerate(zip(table["cohort"], table["patient"], strict=True)):
         if not patient or not cohort:
             raise InputError("patient and cohort must not be empty", row=row + 2, path=path)
@@ -91,15 +106,18 @@ def read_sheet(path: str | Path) -> pd.DataFrame:
 
 
 def read_splits(path: str | Path) -> pd.DataFrame:
-    """Read ``results/splits.tsv``: columns patient, cohort, class, split (str; "" unlabelled).
+    """Read ``results/splits.tsv``: patient, cohort, class, split, fold (str; "" when none).
+
+    A manifest without a ``fold`` column (written before cross-validation existed, or by hand)
+    reads as having no folds.
 
     Raises:
         InputError: a column is missing, a (cohort, patient) repeats, or a class or split is
             unknown.
     """
-    table = _read_tsv(path, SPLIT_COLUMNS)
+    table = _read_tsv(path, SPLIT_COLUMNS, {"fold": NO_FOLD})
     _check_classes(table, path)
-    bad = ~table["split"].isin([*SPLITS, UNLABELLED_SPLIT, SLICE_SPLIT])
+    bad = ~table["split"].isin([*SPLITS, UNLABELLED_SPLIT, SLICE_SPLIT, CV_SPLIT])
     if bad.any():
         first = table[bad].iloc[0]
         raise InputError(
@@ -228,14 +246,17 @@ def assign_splits(
     test_cohorts: Sequence[str] = (),
     method: str = "hash",
     strata: str = "cohort_class",
+    folds: int = 0,
 ) -> pd.DataFrame:
-    """Return ``sheet``'s patient, cohort, class with a ``split`` column, sorted by cohort, patient.
+    """Return ``sheet``'s patient, cohort, class with ``split`` and ``fold``, sorted by ID.
 
     Args:
         sheet: columns patient, cohort, class ("" when unlabelled).
         level: ``patient`` (by hash or quota within each stratum), ``cohort`` (``test_cohorts``
-            are the test set, the other cohorts train/val with the train:val ratio) or ``slice``
-            (labelled patients get ``slice``; their slices are split at load time).
+            are the test set, the other cohorts train/val with the train:val ratio; without
+            test cohorts, leave-one-cohort-out: every labelled patient ``cv``, its cohort its
+            fold) or ``slice`` (labelled patients get ``slice``; their slices are split at load
+            time).
         ratios: train, val, test fractions summing to 1.
         seed: the split seed.
         test_cohorts: external test cohorts (level ``cohort`` only).
@@ -243,10 +264,12 @@ def assign_splits(
         strata: the strata of ``quota``: ``cohort_class`` (each cohort's classes) or ``class``
             (each class over all cohorts: a class too rare in every cohort still reaches every
             split, and adding a cohort can move the few patients at its bands' edges).
+        folds: 0 for a single split; K >= 2 for K-fold cross-validation of the patients not in
+            test (they become ``cv``, dealt to folds within each stratum).
 
     Raises:
-        ValueError: unknown level or method, bad ratios, or test cohorts missing from the sheet
-            or covering all of it.
+        ValueError: unknown level or method, bad ratios or folds, or test cohorts missing from
+            the sheet or covering all of it.
     """
     if level not in LEVELS:
         raise ValueError(f"split.level must be one of {', '.join(LEVELS)}; got {level!r}")
@@ -255,12 +278,18 @@ def assign_splits(
     if strata not in STRATA:
         raise ValueError(f"split.strata must be one of {', '.join(STRATA)}; got {strata!r}")
     ratios = check_ratios(ratios)
+    check_folds(folds, level, test_cohorts)
     out = sheet.loc[:, list(SHEET_COLUMNS)].reset_index(drop=True)
+    out["fold"] = NO_FOLD
     fractions = [
         stable_fraction(seed, c, p) for c, p in zip(out["cohort"], out["patient"], strict=True)
     ]
     if level == "patient":
         split = _within(out, fractions, ratios, seed, method, strata)
+    elif level == "cohort" and not test_cohorts:
+        _check_loco(out)
+        split = [CV_SPLIT] * len(out)
+        out["fold"] = out["cohort"]
     elif level == "cohort":
         test = _check_test_cohorts(set(out["cohort"]), test_cohorts)
         train_share = ratios["train"] / (ratios["train"] + ratios["val"])
@@ -271,14 +300,30 @@ def assign_splits(
         split = [SLICE_SPLIT] * len(out)
     out["split"] = split
     out.loc[out["class"] == "", "split"] = UNLABELLED_SPLIT
+    if folds:
+        development = out["split"].isin(["train", "val"])
+        out.loc[development, "split"] = CV_SPLIT
+        out.loc[development, "fold"] = deal_folds(
+            out[development], folds=folds, seed=seed, strata=strata
+        )
+    out.loc[out["split"] != CV_SPLIT, "fold"] = NO_FOLD
+    out = out[list(MANIFEST_COLUMNS)]
     return out.sort_values(["cohort", "patient"], kind="stable").reset_index(drop=True)
+
+
+def _check_loco(sheet: pd.DataFrame) -> None:
+    """Raise unless leave-one-cohort-out has two cohorts with labelled patients."""
+    labelled = sorted(set(sheet.loc[sheet["class"] != "", "cohort"]))
+    if len(labelled) < 2:
+        raise ValueError(
+            "split.level cohort without test_cohorts holds each cohort out in turn, which needs "
+            f"two cohorts with labelled patients; the sheet has {labelled or 'none'}"
+        )
 
 
 def _check_test_cohorts(known: set[str], test_cohorts: Sequence[str]) -> set[str]:
     """Return the test cohorts after checking they exist and leave a cohort to train on."""
     test = set(test_cohorts)
-    if not test:
-        raise ValueError("split.level is cohort but split.test_cohorts is empty")
     missing = sorted(test - known)
     if missing:
         raise ValueError(
@@ -303,8 +348,14 @@ def check_split_config(split: Mapping, cohorts: Iterable[str]) -> None:
         raise ValueError(
             f"split.method must be one of {', '.join(METHODS)}; got {split['method']!r}"
         )
-    if split["level"] == "cohort":
+    check_folds(int(split.get("folds", 0)), split["level"], split["test_cohorts"])
+    if split["level"] == "cohort" and split["test_cohorts"]:
         _check_test_cohorts(set(cohorts), split["test_cohorts"])
+    elif split["level"] == "cohort" and len(set(cohorts)) < 2:
+        raise ValueError(
+            "split.level cohort without test_cohorts holds each cohort out in turn, which needs "
+            f"two cohorts; the sheet has {sorted(set(cohorts))}"
+        )
 
 
 def split_counts(splits: pd.DataFrame) -> pd.DataFrame:
@@ -324,9 +375,24 @@ def _report(splits: pd.DataFrame, level: str, ratios: Mapping[str, float]) -> No
     log.info("patients per stratum and split:\n%s", split_counts(splits).to_string())
     if level == "slice":
         return
-    labelled = splits[splits["split"].isin(SPLITS)]
+    labelled = splits[splits["split"].isin([*SPLITS, CV_SPLIT])]
+    cross_validated = (splits["split"] == CV_SPLIT).any()
+    if cross_validated:
+        development = splits[splits["split"] == CV_SPLIT]
+        counts = development.groupby(["fold", "class"]).size().unstack("class", fill_value=0)
+        log.info("development patients per fold and class:\n%s", counts.to_string())
+        for fold, row in counts.iterrows():
+            for missing in sorted(c for c in counts.columns if row[c] == 0):
+                log.warning(
+                    "fold %s holds no %s patient: its model's held-out AUC of that class is "
+                    "undefined (fewer folds, or strata: class, give every fold one)",
+                    fold,
+                    missing,
+                )
     for name in SPLITS:
         if ratios[name] == 0 and not (level == "cohort" and name == "test"):
+            continue
+        if cross_validated and name != "test":
             continue
         present = set(labelled.loc[labelled["split"] == name, "class"])
         for missing in sorted(set(labelled["class"]) - present):
@@ -347,19 +413,23 @@ def _log_moves(previous: Path, splits: pd.DataFrame) -> None:
     except InputError:
         return  # an unreadable old manifest is replaced; nothing to compare with
     both = before.merge(splits, on=["cohort", "patient"], suffixes=("_before", ""))
-    moved = both[both["split_before"] != both["split"]]
+    moved = both[(both["split_before"] != both["split"]) | (both["fold_before"] != both["fold"])]
     if len(moved):
         log.warning(
-            "%d patient(s) changed split since the previous manifest (new patients in their "
-            "strata, relabelling, or a changed split config): %s",
+            "%d patient(s) changed split or fold since the previous manifest (new patients in "
+            "their strata, relabelling, or a changed split config): %s",
             len(moved),
             ", ".join(
-                f"{c}/{p} {a}->{b}"
-                for c, p, a, b in moved[["cohort", "patient", "split_before", "split"]].itertuples(
-                    index=False
-                )
+                f"{row.cohort}/{row.patient} {_place(row.split_before, row.fold_before)}->"
+                f"{_place(row.split, row.fold)}"
+                for row in moved.itertuples(index=False)
             ),
         )
+
+
+def _place(split: str, fold: str) -> str:
+    """``train``, or ``cv[3]`` for a development patient of fold 3."""
+    return f"{split}[{fold}]" if fold else split
 
 
 def make_splits(
@@ -372,8 +442,9 @@ def make_splits(
     test_cohorts: Sequence[str] = (),
     method: str = "hash",
     strata: str = "cohort_class",
+    folds: int = 0,
 ) -> pd.DataFrame:
-    """Write the split manifest (``patient, cohort, class, split`` TSV) of a sheet, atomically.
+    """Write a sheet's split manifest (``patient, cohort, class, split, fold`` TSV) atomically.
 
     See :func:`assign_splits` for the arguments; returns the manifest written. Patients whose
     split changed since the manifest already at ``out_path`` are logged.
@@ -386,6 +457,7 @@ def make_splits(
         test_cohorts=test_cohorts,
         method=method,
         strata=strata,
+        folds=folds,
     )
     _report(splits, level, ratios)
     _log_moves(Path(out_path), splits)

@@ -26,6 +26,7 @@ from glioma.dataset.loader import iter_patient_batches
 from glioma.dataset.splits import read_splits
 from glioma.io import atomic_path
 from glioma.model.data import UNLISTED_SPLIT, slice_splits
+from glioma.model.ensemble import combine_folds
 from glioma.model.predict import PATIENT_COLUMNS, patient_row, slice_rows
 
 log = logging.getLogger(__name__)
@@ -154,6 +155,41 @@ def prediction_tables(
     return slices, pd.DataFrame(rows, columns=list(PATIENT_COLUMNS))
 
 
+def _fit_and_predict(
+    patients: Sequence[PatientFeatures],
+    train_keys: set[tuple[str, str]] | None,
+    settings: Mapping[str, Any],
+    seed: int,
+    where: str,
+) -> tuple[Pipeline, np.ndarray, list[np.ndarray]]:
+    """Fit on the training slices and predict every patient's slices.
+
+    ``train_keys`` None fits on the slices whose split is ``train`` (slice-level protocol
+    included); otherwise on the labelled slices of those (cohort, patient).
+
+    Returns:
+        The model, the class counts of its training slices and the per-patient probabilities.
+    """
+    features = np.concatenate([p.features for p in patients])
+    labels = np.concatenate([np.full(len(p.features), class_index(p.class_name)) for p in patients])
+    if train_keys is None:
+        train = np.concatenate([np.asarray(p.slice_split) == "train" for p in patients])
+    else:
+        train = np.concatenate(
+            [np.full(len(p.features), (p.cohort, p.patient) in train_keys) for p in patients]
+        )
+    train &= labels >= 0
+    c, max_iter = float(settings["C"]), int(settings["max_iter"])
+    try:
+        model = fit_model(features[train], labels[train], c=c, max_iter=max_iter, seed=seed)
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from err
+    ends = np.cumsum([len(p.features) for p in patients])[:-1]
+    log.info("baseline fitted on %d of %d slices (%s)", int(train.sum()), len(features), where)
+    counts = np.bincount(labels[train], minlength=len(CLASSES))
+    return model, counts, np.split(predict_proba(model, features), ends)
+
+
 def fit_baseline(
     shard_dirs: Sequence[str | Path],
     splits_path: str | Path,
@@ -162,6 +198,7 @@ def fit_baseline(
     *,
     config: Mapping[str, Any],
     model_out: str | Path | None = None,
+    fold_paths: Mapping[str, str | Path] | None = None,
 ) -> pd.DataFrame:
     """Fit the baseline on the training slices, predict every slice and write the tables.
 
@@ -172,6 +209,9 @@ def fit_baseline(
         patients_out: ``results/baseline/predictions.csv`` (``predict.PATIENT_COLUMNS``).
         config: the validated workflow config (``baseline``, ``split.ratios``, ``seed``).
         model_out: ``results/baseline/model.json``, or None to write no model file.
+        fold_paths: under cross-validation, fold ID -> that fold's manifest: one baseline is
+            fitted per fold on its train patients, and its predictions combined as the
+            network's (out-of-fold for development patients, the fold mean for the others).
 
     Returns:
         The patient table written to ``patients_out``.
@@ -185,25 +225,27 @@ def fit_baseline(
     patients = read_features(shard_dirs, splits, ratios=config["split"]["ratios"], seed=seed)
     if not patients:
         raise ValueError(f"no slice in the shards {[str(d) for d in shard_dirs]}")
-    features = np.concatenate([p.features for p in patients])
-    labels = np.concatenate([np.full(len(p.features), class_index(p.class_name)) for p in patients])
-    train = np.concatenate([np.asarray(p.slice_split) == "train" for p in patients]) & (labels >= 0)
-    c, max_iter = float(settings["C"]), int(settings["max_iter"])
-    try:
-        model = fit_model(features[train], labels[train], c=c, max_iter=max_iter, seed=seed)
-    except ValueError as err:
-        raise ValueError(f"{splits_path}: {err}") from err
-    ends = np.cumsum([len(p.features) for p in patients])[:-1]
-    slice_table, patient_table = prediction_tables(
-        patients, np.split(predict_proba(model, features), ends)
-    )
+    if not fold_paths:
+        model, counts, probs = _fit_and_predict(patients, None, settings, seed, str(splits_path))
+        slice_table, patient_table = prediction_tables(patients, probs)
+        document = model_document(model, counts)
+    else:
+        fold_slices, document = {}, {"folds": {}}
+        for fold, path in fold_paths.items():
+            manifest = read_splits(path)
+            train = manifest[manifest["split"] == "train"]
+            keys = set(zip(train["cohort"], train["patient"], strict=True))
+            model, counts, probs = _fit_and_predict(patients, keys, settings, seed, str(path))
+            fold_slices[fold] = prediction_tables(patients, probs)[0]
+            document["folds"][fold] = model_document(model, counts)
+        slice_table, patient_table = combine_folds(
+            fold_slices, splits, review_threshold=float(config["evaluate"]["review_entropy"])
+        )
     with atomic_path(slices_out) as tmp:
         slice_table.to_parquet(tmp, index=False)
     with atomic_path(patients_out) as tmp:
         patient_table.to_csv(tmp, index=False)
     if model_out is not None:
-        document = model_document(model, np.bincount(labels[train], minlength=len(CLASSES)))
         with atomic_path(model_out) as tmp:
             tmp.write_text(json.dumps(document, indent=2) + "\n")
-    log.info("baseline fitted on %d training slices of %d", int(train.sum()), len(features))
     return patient_table

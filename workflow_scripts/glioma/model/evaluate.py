@@ -1,4 +1,11 @@
-"""Metrics of the predictions at slice and patient level, per split: metrics.json and Table 2."""
+"""Metrics of the predictions at slice and patient level, per split: metrics.json and Table 2.
+
+The splits scored are those of the run: train, val and test for a single split; ``cv`` (every
+development patient predicted out-of-fold) and test (predicted by the fold ensemble) under
+cross-validation. Beside discrimination, metrics.json holds the per-fold figures (``cv``),
+calibration before and after temperature scaling (``calibration``) and the accuracy of the
+patients flagged for review (``uncertainty``): see :mod:`glioma.model.assessment`.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +18,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from glioma.constants import CLASSES, SPLITS
+from glioma.constants import CLASSES, CV_SPLIT, EVAL_SPLITS, SPLITS
 from glioma.dataset.splits import read_splits
 from glioma.errors import InputError
 from glioma.io import atomic_path
+from glioma.model.assessment import (
+    FOLD_METRICS,
+    KFOLD,
+    LOCO,
+    calibration_section,
+    fold_section,
+    uncertainty_section,
+)
 from glioma.model.data import is_slice_level
 from glioma.model.metrics import CLASS_KEYS, classification_metrics
 from glioma.model.predict import PROB_COLUMNS
@@ -31,6 +46,7 @@ NOTES = {
     "train": "training data (optimistic)",
     "val": "validation (used for early stopping)",
     "test": "held-out test",
+    CV_SPLIT: "out-of-fold (each patient by the fold model that never saw it)",
 }
 TABLE_COLUMNS = ("split", "note", "class", "n", *CLASS_KEYS, "auc_95ci", "accuracy")
 
@@ -57,7 +73,7 @@ def labelled_slices(slices: pd.DataFrame, splits: pd.DataFrame, path: Path) -> p
             column="class",
             path=path,
         )
-    merged = merged[merged["split"].isin(SPLITS)].copy()
+    merged = merged[merged["split"].isin(EVAL_SPLITS)].copy()
     merged["label"] = merged["class"].map({name: k for k, name in enumerate(CLASSES)})
     merged["key"] = merged["cohort"].astype(str) + "/" + merged["patient"].astype(str)
     return merged
@@ -71,26 +87,47 @@ def patient_level(slices: pd.DataFrame) -> pd.DataFrame:
     return means.reset_index()
 
 
-def level_metrics(frame: pd.DataFrame, *, n_boot: int, seed: int) -> dict[str, Any]:
-    """Metrics of every split in ``frame`` (rows of one level)."""
+def splits_of(splits: pd.DataFrame) -> tuple[str, ...]:
+    """The splits a run is scored on: ``cv`` and test under cross-validation, else train/val/test.
+
+    Leave-one-cohort-out has no test split (every cohort is held out in turn).
+    """
+    if not (splits["split"] == CV_SPLIT).any():
+        return SPLITS
+    return (CV_SPLIT, "test") if (splits["split"] == "test").any() else (CV_SPLIT,)
+
+
+def level_metrics(
+    frame: pd.DataFrame, *, n_boot: int, seed: int, shown: tuple[str, ...] = SPLITS
+) -> dict[str, Any]:
+    """Metrics of every split in ``shown`` (rows of one level of ``frame``)."""
     out = {}
-    for index, split in enumerate(SPLITS):
+    for split in shown:
         part = frame[frame["split"] == split]
         out[split] = classification_metrics(
             part["label"].to_numpy(),
             part[list(PROB_COLUMNS)].to_numpy(),
             part["key"].to_numpy(),
             n_boot=n_boot,
-            seed=seed + index,
+            # train, val, test keep the seeds they had before cross-validation existed.
+            seed=seed + (*SPLITS, CV_SPLIT).index(split),
         )
     return out
 
 
-def compute_metrics(slices: pd.DataFrame, *, leaky: bool, n_boot: int, seed: int) -> dict[str, Any]:
-    """The whole metrics.json document from labelled slices (see :func:`labelled_slices`)."""
+def compute_metrics(
+    slices: pd.DataFrame,
+    *,
+    leaky: bool,
+    n_boot: int,
+    seed: int,
+    shown: tuple[str, ...] = SPLITS,
+) -> dict[str, Any]:
+    """Discrimination of metrics.json from labelled slices (see :func:`labelled_slices`)."""
     document: dict[str, Any] = {
-        "patient": level_metrics(patient_level(slices), n_boot=n_boot, seed=seed),
-        "slice": level_metrics(slices, n_boot=n_boot, seed=seed),
+        "splits": list(shown),
+        "patient": level_metrics(patient_level(slices), n_boot=n_boot, seed=seed, shown=shown),
+        "slice": level_metrics(slices, n_boot=n_boot, seed=seed, shown=shown),
     }
     if leaky:
         document["leaky_split"] = True
@@ -110,7 +147,7 @@ def _format_ci(auc: float | None, low: float | None, high: float | None) -> str:
 def table2(level: dict[str, Any], *, leaky: bool) -> pd.DataFrame:
     """The study's Table 2 layout for one level: a row per split and class, then a macro row."""
     rows = []
-    for split in SPLITS:
+    for split in [s for s in EVAL_SPLITS if s in level]:
         metrics = level[split]
         note = NOTES[split] + ("; LEAKY slice-level split" if leaky else "")
         for name in CLASSES:
@@ -163,7 +200,7 @@ def write_figures(
     from glioma.model.plots import plot_confusion, plot_roc
 
     patients = patient_level(slices)
-    for split in SPLITS:
+    for split in document["splits"]:
         frames = {
             "patient": patients[patients["split"] == split],
             "slice": slices[slices["split"] == split],
@@ -173,8 +210,49 @@ def write_figures(
         plot_confusion(document, split, plot_outs["confusion"][split], title=title)
 
 
+def write_trust_figures(
+    patients: pd.DataFrame,
+    document: dict[str, Any],
+    uncertainty: dict[str, float],
+    plot_outs: dict[str, dict[str, str | Path]],
+) -> None:
+    """Reliability diagrams (raw and temperature-scaled) and risk-coverage curves per split."""
+    from glioma.model.calibration import apply_temperature
+    from glioma.model.calibration_plots import plot_reliability, plot_risk_coverage
+
+    calibration, review = document["calibration"], document["uncertainty"]
+    temperature = calibration["temperature"]
+    for split in document["splits"]:
+        part = patients[patients["split"] == split]
+        labels = part["label"].to_numpy(np.int64)
+        probs = part[list(PROB_COLUMNS)].to_numpy(np.float64)
+        scaled = apply_temperature(probs, temperature) if len(probs) else probs
+        fitted = (
+            "fitted on these patients"
+            if split == calibration["fitted_on"]
+            else (f"fitted on {calibration['fitted_on']}")
+        )
+        plot_reliability(
+            labels, probs, scaled, plot_outs["calibration"][split],
+            title=f"{split} ({len(part)} patients): {NOTES[split]}; T={temperature:.2f} {fitted}",
+            n_bins=calibration["bins"], temperature=temperature,
+        )  # fmt: skip
+        correct = probs.argmax(axis=1) == labels if len(probs) else np.zeros(0, bool)
+        plot_risk_coverage(
+            correct, part["key"].map(uncertainty).to_numpy(np.float64),
+            plot_outs["uncertainty"][split],
+            title=f"{split} ({len(part)} patients): {NOTES[split]}",
+            threshold=review["threshold"], label="normalised predictive entropy",
+        )  # fmt: skip
+
+
 def baseline_metrics(
-    path: str | Path, splits: pd.DataFrame, *, n_boot: int, seed: int
+    path: str | Path,
+    splits: pd.DataFrame,
+    *,
+    n_boot: int,
+    seed: int,
+    shown: tuple[str, ...] = SPLITS,
 ) -> dict[str, Any]:
     """The ``baseline`` section of metrics.json: the baseline's slices scored like the network's.
 
@@ -182,8 +260,34 @@ def baseline_metrics(
     """
     path = Path(path)
     slices = labelled_slices(pd.read_parquet(path), splits, path)
-    document = compute_metrics(slices, leaky=False, n_boot=n_boot, seed=seed)
+    document = compute_metrics(slices, leaky=False, n_boot=n_boot, seed=seed, shown=shown)
     return _json_safe(document)
+
+
+def read_uncertainty(path: str | Path) -> dict[str, float]:
+    """Patient key (``cohort/patient``) -> normalised entropy, from predictions.csv.
+
+    Raises:
+        InputError: the column is missing.
+    """
+    table = pd.read_csv(path, dtype={"cohort": str, "patient": str})
+    if "normalised_entropy" not in table.columns:
+        raise InputError("column is missing", column="normalised_entropy", path=path)
+    keys = table["cohort"] + "/" + table["patient"]
+    return dict(zip(keys, table["normalised_entropy"].astype(float), strict=True))
+
+
+def fold_table(section: dict[str, Any] | None) -> pd.DataFrame:
+    """One row per fold (held-out cohort under leave-one-cohort-out), then mean and SD rows."""
+    columns = ["fold", "held_out", *FOLD_METRICS]
+    if section is None:
+        return pd.DataFrame(columns=columns)
+    rows = [{column: row.get(column) for column in columns} for row in section["folds"]]
+    for statistic in ("mean", "sd"):
+        row = {"fold": statistic, "held_out": None}
+        row.update({m: section["summary"][m][statistic] for m in FOLD_METRICS[1:]})
+        rows.append(row)
+    return pd.DataFrame(rows, columns=columns)
 
 
 def evaluate_predictions(
@@ -191,13 +295,15 @@ def evaluate_predictions(
     splits_path: str | Path,
     metrics_out: str | Path,
     table_outs: dict[str, str | Path],
-    plot_outs: dict[str, dict[str, str | Path]] | None = None,
+    plot_outs: dict[str, Any] | None = None,
     *,
     n_boot: int,
     seed: int,
     aggregate: str = "mean",
     baseline_path: str | Path | None = None,
-    baseline_table_out: str | Path | None = None,
+    predictions_path: str | Path | None = None,
+    review_threshold: float = 0.6,
+    calibration_bins: int = 10,
 ) -> dict[str, Any]:
     """Evaluate slices.parquet against the manifest and write metrics, tables and figures.
 
@@ -205,15 +311,21 @@ def evaluate_predictions(
         slices_path: ``results/predictions/slices.parquet``.
         splits_path: ``results/splits.tsv``.
         metrics_out: ``results/metrics/metrics.json``.
-        table_outs: ``{"patient": table2_patient.tsv, "slice": table2_slice.tsv}``.
-        plot_outs: ``{"roc": {split: png}, "confusion": {split: png}}``, or None for no figures.
+        table_outs: ``{"patient": table2_patient.tsv, "slice": table2_slice.tsv}``, and
+            optionally ``"baseline"`` (the baseline's patient-level Table 2, with
+            ``baseline_path``) and ``"folds"`` (the per-fold table).
+        plot_outs: ``{"roc": {split: png}, "confusion": {split: png}}``, and with
+            ``predictions_path`` ``"calibration"`` and ``"uncertainty"`` (``{split: png}``), and
+            under cross-validation ``"folds"`` (a png); None for no figures.
         n_boot: bootstrap resamples of patients for the AUC CIs (``evaluate.bootstrap``).
         seed: bootstrap seed.
         aggregate: how slice probabilities become a patient's (``evaluate.aggregate``).
         baseline_path: ``results/baseline/slices.parquet``, scored by the same code into the
             document's ``baseline`` section (``{"patient": ..., "slice": ...}``); None for none.
-        baseline_table_out: ``table2_baseline_patient.tsv``, the baseline's patient-level Table
-            2 (with ``baseline_path`` only).
+        predictions_path: ``results/predictions/predictions.csv`` (its uncertainty columns),
+            for the ``calibration`` and ``uncertainty`` sections; None for neither.
+        review_threshold: ``evaluate.review_entropy``.
+        calibration_bins: ``evaluate.calibration_bins``.
 
     Returns:
         The metrics document written.
@@ -228,24 +340,65 @@ def evaluate_predictions(
     leaky = is_slice_level(splits)
     if leaky:
         log.warning(LEAKY_WARNING)
+    shown = splits_of(splits)
     slices = labelled_slices(pd.read_parquet(slices_path), splits, slices_path)
-    document = _json_safe(compute_metrics(slices, leaky=leaky, n_boot=n_boot, seed=seed))
+    document = compute_metrics(slices, leaky=leaky, n_boot=n_boot, seed=seed, shown=shown)
+    patients = patient_level(slices)
+    scheme = LOCO if CV_SPLIT in shown and "test" not in shown else KFOLD
+    cv = fold_section(patients, splits, scheme=scheme)
+    if cv is not None:
+        document["cv"] = cv
+    uncertainty = {}
+    if predictions_path is not None:
+        uncertainty = read_uncertainty(predictions_path)
+        fit_on = CV_SPLIT if CV_SPLIT in shown else "val"
+        document["calibration"] = calibration_section(
+            patients, shown, fit_on=fit_on, n_bins=calibration_bins
+        )
+        document["uncertainty"] = uncertainty_section(
+            patients, uncertainty, shown, threshold=review_threshold
+        )
+    document = _json_safe(document)
     if baseline_path is not None:
-        document["baseline"] = baseline_metrics(baseline_path, splits, n_boot=n_boot, seed=seed)
+        document["baseline"] = baseline_metrics(
+            baseline_path, splits, n_boot=n_boot, seed=seed, shown=shown
+        )
     with atomic_path(metrics_out) as tmp:
         tmp.write_text(json.dumps(document, indent=2) + "\n")
-    tables = [(document[level], table_outs[level]) for level in LEVELS]
-    if baseline_path is not None and baseline_table_out is not None:
-        tables.append((document["baseline"]["patient"], baseline_table_out))
+    _write_tables(document, table_outs, leaky=leaky)
+    if plot_outs is not None:
+        write_figures(slices, document, plot_outs, leaky=leaky)
+        if predictions_path is not None:
+            write_trust_figures(patients, document, uncertainty, plot_outs)
+        if cv is not None and plot_outs.get("folds"):
+            from glioma.model.plots import plot_folds
+
+            plot_folds(document["cv"], plot_outs["folds"])
+    _log_summary(document)
+    return document
+
+
+def _write_tables(document: dict[str, Any], outs: dict[str, str | Path], *, leaky: bool) -> None:
+    """Table 2 of each level (and of the baseline), and the per-fold table, as TSV."""
+    tables = [(document[level], outs[level]) for level in LEVELS]
+    if "baseline" in document and outs.get("baseline"):
+        tables.append((document["baseline"]["patient"], outs["baseline"]))
     for values, out in tables:
         with atomic_path(out) as tmp:
             table2(values, leaky=leaky).to_csv(tmp, sep="\t", index=False, na_rep="")
-    if plot_outs is not None:
-        write_figures(slices, document, plot_outs, leaky=leaky)
+    if outs.get("folds"):
+        with atomic_path(outs["folds"]) as tmp:
+            fold_table(document.get("cv")).to_csv(tmp, sep="\t", index=False, na_rep="")
+
+
+def _log_summary(document: dict[str, Any]) -> None:
+    """Log the macro AUC of every level and split, and the per-fold mean and SD."""
     for level in LEVELS:
-        summary = {s: document[level][s]["macro_auc"] for s in SPLITS}
+        summary = {s: document[level][s]["macro_auc"] for s in document["splits"]}
         log.info("%s-level macro AUC: %s", level, summary)
-    if baseline_path is not None:
-        summary = {s: document["baseline"]["patient"][s]["macro_auc"] for s in SPLITS}
+    if "baseline" in document:
+        summary = {s: document["baseline"]["patient"][s]["macro_auc"] for s in document["splits"]}
         log.info("baseline patient-level macro AUC: %s", summary)
-    return document
+    if "cv" in document:
+        macro = document["cv"]["summary"]["macro_auc"]
+        log.info("per-fold held-out macro AUC: mean %s, SD %s", macro["mean"], macro["sd"])

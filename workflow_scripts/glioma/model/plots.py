@@ -92,3 +92,44 @@ def plot_confusion(document: dict[str, Any], split: str, path: str | Path, *, ti
         _confusion_panel(axis, document[level][split]["confusion_matrix"], level)
     figure.suptitle(title)
     _save(figure, path)
+
+
+def plot_folds(cv: dict[str, Any], out: str | Path) -> None:
+    """Held-out AUC of every fold model (macro and per class), with the mean and SD across folds.
+
+    Args:
+        cv: the ``cv`` section of metrics.json (:func:`glioma.model.assessment.fold_section`).
+        out: PNG path.
+    """
+    folds = cv["folds"]
+    metrics = ["macro_auc", *(f"auc_{name}" for name in CLASSES)]
+    labels = ["macro", *CLASSES]
+    figure = Figure(figsize=(max(6.0, 1.2 * len(folds) + 3), 4.2), layout="constrained")
+    axis = figure.subplots()
+    x = np.arange(len(metrics))
+    width = 0.8 / max(len(folds), 1)
+    for i, row in enumerate(folds):
+        values = [np.nan if row[m] is None else row[m] for m in metrics]
+        name = f"{row['fold']} (n={row['n']})"
+        axis.bar(x - 0.4 + width * (i + 0.5), values, width, label=name, alpha=0.8)
+    for j, metric in enumerate(metrics):
+        summary = cv["summary"][metric]
+        if summary["mean"] is None:
+            continue
+        sd = summary["sd"] or 0.0
+        axis.errorbar(x[j] + 0.45, summary["mean"], yerr=sd, fmt="o", color="black", capsize=4)
+    axis.axhline(0.5, color="grey", linestyle=":", linewidth=1)
+    axis.set_xticks(x, labels)
+    axis.set_ylim(0, 1.05)
+    axis.set_ylabel("held-out AUC (patient level)")
+    scheme = "held-out cohort" if cv["scheme"] == "leave-one-cohort-out" else "fold"
+    macro = cv["summary"]["macro_auc"]
+    mean = "n/a" if macro["mean"] is None else f"{macro['mean']:.3f}"
+    sd = "n/a" if macro["sd"] is None else f"{macro['sd']:.3f}"
+    axis.set_title(
+        f"{cv['scheme']}: each {scheme}'s model on its own held-out patients; "
+        f"black: mean ± SD across {scheme}s (macro {mean} ± {sd})",
+        fontsize=9,
+    )
+    axis.legend(fontsize=7, title=scheme, title_fontsize=7, loc="lower right")
+    _save(figure, out)

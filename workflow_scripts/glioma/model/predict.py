@@ -20,12 +20,59 @@ from glioma.model.data import UNLISTED_SPLIT, slice_splits
 from glioma.model.epoch import autocast, to_device
 from glioma.model.nets import pick_device
 from glioma.model.state import load_classifier
+from glioma.model.uncertainty import ensemble_uncertainty, review_flags
 
 log = logging.getLogger(__name__)
 
 PROB_COLUMNS = tuple(f"p_{name}" for name in CLASSES)
 SLICE_COLUMNS = ("cohort", "patient", "slice_index", "class", "split", *PROB_COLUMNS)
 PATIENT_COLUMNS = ("patient", "cohort", *PROB_COLUMNS, "predicted_class", "n_slices", "split")
+#: ``model`` of the rows of a single-split run's one model.
+SINGLE = "single"
+#: Columns of predictions.csv after the probabilities, class, slice count and split: which
+#: model(s) made the row (``single``, ``fold-<id>`` out-of-fold, or ``ensemble``), and how
+#: uncertain it is.
+UNCERTAINTY_COLUMNS = (
+    "model",
+    "n_models",
+    "sd",
+    "entropy",
+    "normalised_entropy",
+    "mutual_information",
+    "review",
+)
+PREDICTION_COLUMNS = (*PATIENT_COLUMNS, *UNCERTAINTY_COLUMNS)
+
+
+def uncertainty_columns(member_probs: np.ndarray, threshold: float) -> pd.DataFrame:
+    """Uncertainty of N patients' predictions from M models' probabilities (M, N, K).
+
+    ``sd`` (of the predicted class's probability across models) and ``mutual_information``
+    (the models' disagreement) need two models or more and are NaN with one; ``entropy``
+    (nats) and ``normalised_entropy`` (divided by log K, in [0, 1]) are those of the mean.
+    ``review`` flags a normalised entropy above ``threshold``.
+    """
+    measures = ensemble_uncertainty(member_probs)
+    several = member_probs.shape[0] > 1
+    frame = pd.DataFrame(
+        {
+            "n_models": member_probs.shape[0],
+            "sd": measures["sd"] if several else np.nan,
+            "entropy": measures["entropy"],
+            "normalised_entropy": measures["normalised_entropy"],
+            "mutual_information": measures["mutual_information"] if several else np.nan,
+        }
+    )
+    frame["review"] = review_flags(measures["normalised_entropy"], threshold)
+    return frame
+
+
+def with_uncertainty(table: pd.DataFrame, model: str, threshold: float) -> pd.DataFrame:
+    """Add one model's uncertainty columns to a patient table of :data:`PATIENT_COLUMNS`."""
+    probs = table[list(PROB_COLUMNS)].to_numpy(np.float64)[None]
+    extra = uncertainty_columns(probs, threshold)
+    out = pd.concat([table.reset_index(drop=True), extra], axis=1).assign(model=model)
+    return out.reindex(columns=list(PREDICTION_COLUMNS))
 
 
 @torch.no_grad()
@@ -80,6 +127,7 @@ def predict_slices(
     *,
     config: Mapping[str, Any],
     device: str | None = None,
+    model_name: str = SINGLE,
 ) -> pd.DataFrame:
     """Predict every slice of every patient in the shards and write both tables atomically.
 
@@ -89,8 +137,10 @@ def predict_slices(
         checkpoint_path: ``results/model/best.pt``.
         slices_out: ``results/predictions/slices.parquet``.
         patients_out: ``results/predictions/predictions.csv``.
-        config: the validated workflow config (``model.batch_size``, ``split``, ``seed``).
+        config: the validated workflow config (``model.batch_size``, ``split``, ``seed``,
+            ``evaluate.review_entropy``).
         device: torch device name; default CUDA when available.
+        model_name: the ``model`` column of the patient table (``single``, or a fold's).
 
     Returns:
         The patient table written to ``patients_out``.
@@ -112,7 +162,11 @@ def predict_slices(
         patients.append(patient_row(cohort, patient, probs, split))
     _warn_missing(splits, patients)
     slice_table = pd.concat(slices, ignore_index=True) if slices else _empty_slices()
-    patient_table = pd.DataFrame(patients, columns=list(PATIENT_COLUMNS))
+    patient_table = with_uncertainty(
+        pd.DataFrame(patients, columns=list(PATIENT_COLUMNS)),
+        model_name,
+        float(config["evaluate"]["review_entropy"]),
+    )
     with atomic_path(slices_out) as tmp:
         slice_table.to_parquet(tmp, index=False)
     with atomic_path(patients_out) as tmp:
