@@ -143,6 +143,9 @@ def write_evaluation(root: Path, split_of: dict[str, str], leaky_flag: bool) -> 
     for split in SPLITS:
         (mdir / f"roc_{split}.png").write_bytes(png(MAGENTA, f"ROC {split}"))
         (mdir / f"confusion_{split}.png").write_bytes(png("#e0f0ff", f"confusion {split}"))
+        (mdir / f"calibration_{split}.png").write_bytes(png("#f0e0ff", f"calibration {split}"))
+        (mdir / f"uncertainty_{split}.png").write_bytes(png("#fff0e0", f"uncertainty {split}"))
+    (mdir / "table_folds.tsv").write_text("fold\theld_out\tn\n", encoding="utf-8")
     probs = np.random.default_rng(0).dirichlet(np.ones(3), size=len(PATIENTS))
     predictions = pd.DataFrame(
         {
@@ -187,6 +190,8 @@ def make_run(root: Path, *, level: str = "patient", leaky_flag: bool = False) ->
         predictions=root / "results/predictions/predictions.csv",
         roc=[mdir / f"roc_{s}.png" for s in SPLITS],
         confusion=[mdir / f"confusion_{s}.png" for s in SPLITS],
+        calibration=[mdir / f"calibration_{s}.png" for s in SPLITS],
+        uncertainty=[mdir / f"uncertainty_{s}.png" for s in SPLITS],
         qc=write_qc(root),
         config={"samples": "x.tsv", "split": {"level": level}},
     )
@@ -338,6 +343,15 @@ EXCLUSIONS = "results/cohort/exclusions.tsv"
 
 def per_patient(pattern):
     return [pattern.format(cohort=c, patient=p) for c, p in {patients!r}]
+
+
+# Defined by rules/common.smk and rules/model.smk in the workflow: a one-split run.
+FOLDS = []
+EVAL_SPLITS = ["train", "val", "test"]
+
+
+def trained_models():
+    return {{"history": ["results/model/history.csv"], "config": "results/model/config.yaml"}}
 
 
 include: {rules!r}

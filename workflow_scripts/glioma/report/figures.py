@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -93,23 +94,40 @@ def read_history(path: str | Path) -> pd.DataFrame:
     return history.sort_values("epoch").reset_index(drop=True)
 
 
-def training_curves_png(history: pd.DataFrame, *, dpi: int = 100) -> bytes:
+def training_curves_png(
+    history: pd.DataFrame | Mapping[str, pd.DataFrame], *, dpi: int = 100
+) -> bytes:
     """Plot losses, validation macro AUCs and the learning rate per epoch; return PNG bytes.
 
     Args:
-        history: rows of ``history.csv`` (see :data:`HISTORY_COLUMNS`); empty values are gaps.
+        history: rows of ``history.csv`` (see :data:`HISTORY_COLUMNS`; empty values are gaps),
+            or label -> rows for several models (one line per fold model in each panel).
         dpi: resolution of the PNG.
     """
+    runs = dict(history) if isinstance(history, Mapping) else {"": history}
+    several = len(runs) > 1
     figure = Figure(figsize=(12, 3.6), dpi=dpi, layout="constrained")
     loss, auc, lr = figure.subplots(1, 3)
-    epoch = history["epoch"]
-    loss.plot(epoch, history["train_loss"], marker="o", label="train")
-    loss.plot(epoch, history["val_loss"], marker="o", label="validation")
-    loss.set(title="Loss", xlabel="epoch", ylabel="cross-entropy")
-    auc.plot(epoch, history["val_patient_macro_auc"], marker="o", label="patient level")
-    auc.plot(epoch, history["val_slice_macro_auc"], marker="s", label="slice level")
-    auc.set(title="Validation macro AUC", xlabel="epoch", ylabel="AUC", ylim=(0, 1.02))
-    lr.plot(epoch, history["lr"], marker=".", color="tab:gray")
+    for index, (label, frame) in enumerate(runs.items()):
+        epoch = frame["epoch"]
+        colour = f"C{index % 10}"
+        if several:
+            loss.plot(epoch, frame["train_loss"], color=colour, label=f"{label} train")
+            loss.plot(epoch, frame["val_loss"], color=colour, linestyle="--")
+            auc.plot(epoch, frame["val_patient_macro_auc"], color=colour, label=label)
+            lr.plot(epoch, frame["lr"], color=colour)
+            continue
+        loss.plot(epoch, frame["train_loss"], marker="o", label="train")
+        loss.plot(epoch, frame["val_loss"], marker="o", label="validation")
+        auc.plot(epoch, frame["val_patient_macro_auc"], marker="o", label="patient level")
+        auc.plot(epoch, frame["val_slice_macro_auc"], marker="s", label="slice level")
+        lr.plot(epoch, frame["lr"], marker=".", color="tab:gray")
+    loss.set(title="Loss" + (" (dashed: validation)" if several else ""), xlabel="epoch")
+    loss.set_ylabel("cross-entropy")
+    auc.set(
+        title="Validation macro AUC" + (" (patient level)" if several else ""),
+        xlabel="epoch", ylabel="AUC", ylim=(0, 1.02),
+    )  # fmt: skip
     lr.set(title="Learning rate", xlabel="epoch", ylabel="lr")
     lr.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
     for axes in (loss, auc, lr):

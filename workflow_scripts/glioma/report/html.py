@@ -22,10 +22,10 @@ import pandas as pd
 import yaml
 
 import glioma
-from glioma.constants import SPLITS
+from glioma.constants import EVAL_SPLITS
 from glioma.errors import InputError
 from glioma.io import atomic_path
-from glioma.report import figures, table1, tables
+from glioma.report import figures, table1, tables, trust
 
 TEMPLATES = Path(__file__).parent / "templates"
 #: Packages whose versions the page lists (those absent from the report's environment say so).
@@ -57,7 +57,7 @@ class ReportInputs:
     exclusions: Path
     table1: Path
     splits: Path
-    history: Path
+    history: Path | Sequence[Path]
     model_config: Path
     metrics: Path
     predictions: Path
@@ -65,6 +65,16 @@ class ReportInputs:
     confusion: Sequence[Path]
     qc: Sequence[Path]
     config: Mapping[str, Any] = field(default_factory=dict)
+    calibration: Sequence[Path] = ()
+    uncertainty: Sequence[Path] = ()
+    folds_figure: Path | None = None
+
+    def histories(self) -> dict[str, Path]:
+        """Label -> history.csv: ``model`` for one, ``fold <id>`` (its folder) for several."""
+        paths = [self.history] if isinstance(self.history, str | Path) else list(self.history)
+        if len(paths) == 1:
+            return {"model": Path(paths[0])}
+        return {f"fold {Path(p).parent.name}": Path(p) for p in paths}
 
 
 def package_versions(names: Sequence[str] = VERSION_PACKAGES) -> list[tuple[str, str]]:
@@ -79,7 +89,7 @@ def package_versions(names: Sequence[str] = VERSION_PACKAGES) -> list[tuple[str,
 
 
 def split_figures(paths: Sequence[Path], prefix: str) -> list[dict[str, str]]:
-    """Embed ``<prefix>_<split>.png`` figures in split order (train, val, test).
+    """Embed ``<prefix>_<split>.png`` figures in split order (train, val, cv, test).
 
     Raises:
         InputError: a file name names no split, or the file is not an image.
@@ -87,14 +97,19 @@ def split_figures(paths: Sequence[Path], prefix: str) -> list[dict[str, str]]:
     found = {}
     for path in map(Path, paths):
         split = path.stem.removeprefix(f"{prefix}_")
-        if split not in SPLITS:
-            raise InputError(f"name should be {prefix}_<train|val|test>.png", path=path)
+        if split not in EVAL_SPLITS:
+            raise InputError(f"name should be {prefix}_<train|val|cv|test>.png", path=path)
         found[split] = path
     return [
         {"split": s, "label": tables.split_label(s), "uri": figures.image_uri(found[s])}
-        for s in SPLITS
+        for s in EVAL_SPLITS
         if s in found
     ]
+
+
+def captioned(items: list[dict[str, str]], metrics: dict[str, Any]) -> list[dict[str, str]]:
+    """Add to each figure which patients it shows."""
+    return [{**item, "patients": trust.split_patients(item["split"], metrics)} for item in items]
 
 
 def qc_items(paths: Sequence[Path]) -> list[dict[str, str]]:
@@ -121,7 +136,8 @@ def summary(metrics: dict[str, Any], roc: list[dict[str, str]]) -> dict[str, Any
     Splits without patients (``n`` 0 or missing) are passed over; {} when none is left.
     """
     level = "patient" if metrics.get("patient") else "slice"
-    present = [s for s in SPLITS if ((metrics.get(level) or {}).get(s) or {}).get("n")]
+    scored = tables.scored_splits(metrics)
+    present = [s for s in scored if ((metrics.get(level) or {}).get(s) or {}).get("n")]
     if not present:
         return {}
     split = "test" if "test" in present else present[-1]
@@ -177,6 +193,17 @@ def build_context(inputs: ReportInputs, curves_png: bytes) -> dict[str, Any]:
         "baseline_caption": tables.BASELINE_CAPTION,
         "roc": roc,
         "confusion": split_figures(inputs.confusion, "confusion"),
+        "cv": _frame(trust.cv_table(metrics)),
+        "cv_scheme": (metrics.get("cv") or {}).get("scheme", ""),
+        "cv_folds": (metrics.get("cv") or {}).get("n_folds", 0),
+        "folds_figure": figures.image_uri(inputs.folds_figure) if inputs.folds_figure else "",
+        "calibration": _frame(trust.calibration_table(metrics)),
+        "calibration_info": metrics.get("calibration") or {},
+        "calibration_figures": captioned(split_figures(inputs.calibration, "calibration"), metrics),
+        "uncertainty": _frame(trust.uncertainty_table(metrics)),
+        "uncertainty_info": metrics.get("uncertainty") or {},
+        "uncertainty_figures": captioned(split_figures(inputs.uncertainty, "uncertainty"), metrics),
+        "history_files": [str(p) for p in inputs.histories().values()],
         "predictions": _frame(tables.read_predictions(inputs.predictions, sheet)),
         "qc": qc_items(inputs.qc),
         "config": yaml.safe_dump(dict(inputs.config), sort_keys=False) if inputs.config else "",
@@ -206,7 +233,8 @@ def write_report(inputs: ReportInputs, html_path: str | Path, curves_path: str |
         html_path: the page, ``results/report.html``.
         curves_path: the training-curves PNG (also embedded in the page).
     """
-    curves = figures.training_curves_png(figures.read_history(inputs.history))
+    histories = {label: figures.read_history(p) for label, p in inputs.histories().items()}
+    curves = figures.training_curves_png(histories)
     html = render_html(build_context(inputs, curves))
     with atomic_path(curves_path) as tmp:
         Path(tmp).write_bytes(curves)

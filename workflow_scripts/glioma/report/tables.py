@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from glioma.constants import CLASSES, SEQUENCES, SPLITS, UNLABELLED_SPLIT
+from glioma.constants import CLASSES, CV_SPLIT, EVAL_SPLITS, SEQUENCES, SPLITS, UNLABELLED_SPLIT
 from glioma.errors import InputError
 
 SLICE_SPLIT = "slice"
@@ -22,7 +22,9 @@ PROB_COLUMNS = tuple(f"p_{c}" for c in CLASSES)
 PREDICTION_COLUMNS = ("patient", "cohort", *PROB_COLUMNS, "predicted_class", "n_slices", "split")
 SPLIT_COLUMNS = ("patient", "cohort", "class", "split")
 EXCLUSION_COLUMNS = ("patient", "cohort", "scope", "reason")
-SPLIT_ORDER = (*SPLITS, SLICE_SPLIT, UNLABELLED_SPLIT)
+SPLIT_ORDER = ("train", "val", CV_SPLIT, "test", SLICE_SPLIT, UNLABELLED_SPLIT)
+#: Optional predictions.csv columns: which model(s) made a row, and its uncertainty.
+UNCERTAINTY_COLUMNS = ("model", "normalised_entropy", "sd", "mutual_information", "review")
 #: Features per slice of the baseline: glioma.model.baseline.FEATURE_NAMES, which lives in the
 #: model environment (scikit-learn, torch) that the report's lacks.
 BASELINE_FEATURES = 6 * len(SEQUENCES)
@@ -139,13 +141,23 @@ def _auc_ci(values: dict[str, Any]) -> str:
 
 def split_label(split: str) -> str:
     """Display name of a split; the training split says its figures are on training data."""
+    if split == CV_SPLIT:
+        return "cv (out-of-fold)"
     return "train (training data: optimistic)" if split == "train" else split
+
+
+def scored_splits(metrics: dict[str, Any]) -> list[str]:
+    """The splits metrics.json scores (train, val, test for files that do not say)."""
+    named = metrics.get("splits")
+    if not isinstance(named, list):
+        return list(SPLITS)
+    return [s for s in EVAL_SPLITS if s in named]
 
 
 def table2(metrics: dict[str, Any], level: str) -> pd.DataFrame:
     """Table 2 at one level: a row per split and class (n, accuracy, macro AUC, class metrics)."""
     rows = []
-    for split in SPLITS:
+    for split in scored_splits(metrics):
         values = (metrics.get(level) or {}).get(split)
         if not values:
             continue
@@ -177,7 +189,7 @@ def baseline_comparison(metrics: dict[str, Any]) -> pd.DataFrame:
     baseline = (metrics.get("baseline") or {}).get("patient") or {}
     columns = ("split", "n", "class", "network AUC (95% CI)", "baseline AUC (95% CI)")
     rows = []
-    for split in SPLITS:
+    for split in scored_splits(metrics):
         pair = ((metrics.get("patient") or {}).get(split), baseline.get(split))
         if not all(pair):
             continue
@@ -220,4 +232,12 @@ def read_predictions(path: str | Path, sheet: pd.DataFrame) -> pd.DataFrame:
         for c, p in zip(table["class"], table["predicted_class"], strict=True)
     ]
     columns = ["cohort", "patient", "split", "class", "predicted_class", "correct"]
-    return table[[*columns, *PROB_COLUMNS, "n_slices"]].sort_values(["cohort", "patient"])
+    extra = [c for c in UNCERTAINTY_COLUMNS if c in table.columns]
+    for column in ("normalised_entropy", "sd", "mutual_information"):
+        if column in table.columns:
+            values = pd.to_numeric(table[column], errors="coerce")
+            table[column] = values.map(lambda v: "" if pd.isna(v) else f"{v:.3f}")
+    if "review" in table.columns:
+        table["review"] = table["review"].map(lambda v: "REVIEW" if v == "True" else "")
+    ordered = table[[*columns, *PROB_COLUMNS, "n_slices", *extra]]
+    return ordered.sort_values(["cohort", "patient"])
