@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import functools
 import io
 import json
@@ -35,6 +36,8 @@ SECTIONS = {
     "table2": "Table 2",
     "roc": "ROC curves",
     "confusion": "Confusion matrices",
+    "calibration": "Calibration",
+    "uncertainty": "Uncertainty and review",
     "predictions": "Predictions",
     "qc": "Quality control",
     "config": "Configuration",
@@ -145,7 +148,8 @@ def write_evaluation(root: Path, split_of: dict[str, str], leaky_flag: bool) -> 
         (mdir / f"confusion_{split}.png").write_bytes(png("#e0f0ff", f"confusion {split}"))
         (mdir / f"calibration_{split}.png").write_bytes(png("#f0e0ff", f"calibration {split}"))
         (mdir / f"uncertainty_{split}.png").write_bytes(png("#fff0e0", f"uncertainty {split}"))
-    (mdir / "table_folds.tsv").write_text("fold\theld_out\tn\n", encoding="utf-8")
+    header = ["fold", "held_out", "n", "accuracy", "macro_auc", *(f"auc_{c}" for c in CLASSES)]
+    (mdir / "table_folds.tsv").write_text("\t".join(header) + "\n", encoding="utf-8")  # no CV
     probs = np.random.default_rng(0).dirichlet(np.ones(3), size=len(PATIENTS))
     predictions = pd.DataFrame(
         {
@@ -536,3 +540,319 @@ def test_network_vs_baseline_table_only_with_a_baseline(report, tmp_path):
     assert "<td>4 / 7</td>" in section  # patient counts that differ are both shown
     assert section.count("<tr") == 1 + len(SPLITS) * (len(CLASSES) + 1)
     assert 'href="#baseline"' in page
+
+
+# --- cross-validation, calibration and review ------------------------------------------------
+
+FOLD_OF = {"A01": "0", "A02": "1", "A03": "0", "B01": "1"}  # the rest: test or unlabelled
+
+
+def _trust_sections(fitted_on: str, splits: list[str]) -> dict:
+    """calibration and uncertainty sections of metrics.json for ``splits``."""
+    ece = {**dict.fromkeys(CLASSES, 0.21), "top_label": 0.314, "nll": 0.95}
+    scaled = {**dict.fromkeys(CLASSES, 0.11), "top_label": 0.159, "nll": 0.75}
+    review = {"n": 3, "n_flagged": 1, "n_unflagged": 2, "accuracy_flagged": 0.0}
+    return {
+        "calibration": {
+            "fitted_on": fitted_on,
+            "temperature": 1.234,
+            "bins": 7,
+            "splits": {
+                s: {"n": 3, "in_sample": s == fitted_on, "raw": ece, "scaled": scaled}
+                for s in splits
+            },
+        },
+        "uncertainty": {
+            "measure": "normalised_entropy",
+            "threshold": 0.45,
+            "splits": {s: {**review, "accuracy_unflagged": 0.987, "aurc": 0.0421} for s in splits},
+        },
+    }
+
+
+def make_cv_run(root: Path, scheme: str = "k-fold") -> html.ReportInputs:
+    """A cross-validated run: splits.tsv with cv patients and folds, two fold models, the
+    metrics.json cv section, table_folds.tsv, ensemble columns in predictions.csv."""
+    inputs = make_run(root)
+    loco = scheme == "leave-one-cohort-out"
+    fold_of = {
+        p: (("SITE-A" if p[0] == "A" else "SITE-B") if loco else f) for p, f in FOLD_OF.items()
+    }
+    splits = pd.read_csv(inputs.splits, sep="\t", dtype=str, keep_default_na=False)
+    splits["split"] = [
+        "cv" if p in fold_of else s for p, s in zip(splits["patient"], splits["split"], strict=True)
+    ]
+    splits["fold"] = splits["patient"].map(fold_of).fillna("")
+    splits.to_csv(inputs.splits, sep="\t", index=False)
+    base = fake_metrics()
+    folds = sorted(set(fold_of.values()))
+    rows = [
+        {"fold": f, "held_out": f if loco else None, "n": 2, "accuracy": 0.5,
+         "macro_auc": 0.61 + 0.2 * k, **{f"auc_{c}": None if k else 0.7 for c in CLASSES}}
+        for k, f in enumerate(folds)
+    ]  # fmt: skip
+    summary = {m: {"mean": 0.71, "sd": 0.141, "n_folds": 2} for m in ("accuracy", "macro_auc")}
+    summary |= {f"auc_{c}": {"mean": 0.7, "sd": None, "n_folds": 1} for c in CLASSES}
+    shown = ["cv"] if loco else ["cv", "test"]
+    metrics = {
+        "splits": shown,
+        "patient": {s: base["train" if s == "cv" else s] for s in shown},
+        "slice": {s: base["train" if s == "cv" else s] for s in shown},
+        "cv": {"scheme": scheme, "n_folds": len(folds), "folds": rows, "summary": summary},
+        **_trust_sections("cv", shown),
+    }
+    inputs.metrics.write_text(json.dumps(metrics), encoding="utf-8")
+    table = pd.DataFrame([*rows, {"fold": "mean"}, {"fold": "sd"}])
+    table.to_csv(inputs.metrics.parent / "table_folds.tsv", sep="\t", index=False)
+    histories = []
+    for fold in folds:
+        folder = root / "results/model/folds" / fold
+        folder.mkdir(parents=True)
+        pd.read_csv(inputs.history).to_csv(folder / "history.csv", index=False)
+        histories.append(folder / "history.csv")
+        (folder / "config.yaml").write_text(f"model:\n  name: fold {fold}\n", encoding="utf-8")
+    predictions = pd.read_csv(inputs.predictions)
+    cv = predictions["patient"].isin(fold_of)
+    predictions["model"] = [
+        "fold-" + fold_of[p] if p in fold_of else "ensemble" for p in predictions["patient"]
+    ]
+    predictions["n_models"] = np.where(cv, 1, len(folds))
+    predictions["sd"] = np.where(cv, np.nan, 0.0456)
+    predictions["mutual_information"] = np.where(cv, np.nan, 0.0123)
+    predictions["normalised_entropy"] = 0.5
+    predictions["review"] = predictions["patient"].isin(["A02", "B03"])
+    predictions.to_csv(inputs.predictions, index=False)
+    mdir = inputs.metrics.parent
+    figures = {}
+    for kind, colour in (("roc", MAGENTA), ("confusion", "#e0f0ff"), ("calibration", "#f0e0ff"),
+                         ("uncertainty", "#fff0e0")):  # fmt: skip
+        figures[kind] = [mdir / f"{kind}_{s}.png" for s in shown]
+        for split, path in zip(shown, figures[kind], strict=True):
+            path.write_bytes(png(colour, f"{kind} {split}"))
+    (mdir / "folds.png").write_bytes(png("#cccccc", "folds"))
+    return dataclasses.replace(
+        inputs,
+        **figures,
+        history=histories,
+        model_config=histories[0].parent / "config.yaml",
+        folds_table=mdir / "table_folds.tsv",
+        folds_figure=mdir / "folds.png",
+    )
+
+
+def section(page: str, anchor: str) -> str:
+    start = page.index(f'<section id="{anchor}">')
+    return page[start : page.index("</section>", start)]
+
+
+def rows_of(part: str) -> list[list[str]]:
+    """Cells of every body row of the tables in ``part``."""
+    body = "".join(re.findall(r"<tbody>(.*?)</tbody>", part, re.S))
+    return [re.findall(r"<td[^>]*>(.*?)</td>", row) for row in re.findall(r"<tr.*?</tr>", body)]
+
+
+@pytest.fixture(scope="module")
+def cv_report(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cv")
+    inputs = make_cv_run(root)
+    html.write_report(inputs, root / "results/report.html", root / "results/report/curves.png")
+    return root, inputs, (root / "results/report.html").read_text(encoding="utf-8")
+
+
+def test_cv_report_has_per_fold_table_mean_sd_and_figure(cv_report):
+    _, inputs, page = cv_report
+    assert 'href="#cross-validation"' in page
+    cv = section(page, "cross-validation")
+    assert "k-fold, 2 folds" in cv and "own held-out patients" in cv
+    assert '<th scope="col">fold</th>' in cv and "held-out cohort" not in cv
+    assert rows_of(cv) == [
+        ["0", "2", "0.500", "0.610", "0.700", "0.700", "0.700"],
+        ["1", "2", "0.500", "0.810", "n/a", "n/a", "n/a"],
+        ["mean", "", "0.710", "0.710", *["0.700 (1 of 2 folds)"] * 3],
+        ["SD", "", "0.141", "0.141", "n/a", "n/a", "n/a"],
+    ]
+    assert base64.b64encode(inputs.folds_figure.read_bytes()).decode() in cv
+    assert re.search(r"<figcaption>Held-out patient-level AUC of each fold model", cv)
+
+
+def test_cv_report_headline_splits_and_folds(cv_report):
+    _, _, page = cv_report
+    glance = section(page, "summary")
+    assert "<b>test</b>" in glance and "predicted by the mean of the 2 fold models" in glance
+    assert "labelled (split into cv / test)" in page
+    table2 = section(page, "table2")
+    assert [r[0] for r in rows_of(table2)][:: len(CLASSES)] == ["cv (out-of-fold)", "test"] * 2
+    splits = section(page, "splits")
+    assert '<th scope="col">cv</th>' in splits and "Patients per fold and class" in splits
+    fold_rows = rows_of(splits[splits.index('id="fold-sizes"') :])
+    assert fold_rows == [
+        ["0", "1", "0", "1", "2"],
+        ["1", "1", "1", "0", "2"],
+        ["Total", "2", "1", "1", "4"],
+    ]
+
+
+def test_cv_report_captions_say_which_patients(cv_report):
+    _, inputs, page = cv_report
+    for anchor, kind in (("roc", "roc"), ("confusion", "confusion"), ("calibration", "calibration"),
+                         ("uncertainty", "uncertainty")):  # fmt: skip
+        part = section(page, anchor)
+        captions = re.findall(r"<figcaption>(.*?)</figcaption>", part, re.S)
+        assert len(captions) == 2, anchor
+        assert (
+            "cv (out-of-fold): out-of-fold patients: each predicted by the fold model that "
+            "never trained or early-stopped on it" in captions[0]
+        )
+        assert "test: held-out test patients" in captions[1]
+        assert "predicted by the mean of the 2 fold models" in captions[1]
+        for path in getattr(inputs, kind):
+            assert base64.b64encode(path.read_bytes()).decode() in part
+    calibration = re.findall(r"<figcaption>(.*?)</figcaption>", section(page, "calibration"))
+    assert "(the temperature is fitted here: in-sample)" in calibration[0]
+    assert "in-sample" not in calibration[1]
+
+
+def test_cv_report_calibration_and_uncertainty_tables(cv_report):
+    _, _, page = cv_report
+    calibration = section(page, "calibration")
+    assert "T = 1.234" in calibration and "fitted on the <b>cv (out-of-fold)</b>" in calibration
+    assert "never on\ntest" in calibration or "never on test" in calibration
+    rows = rows_of(calibration)
+    assert len(rows) == 2 * (len(CLASSES) + 2)
+    assert rows[0] == ["cv (out-of-fold), in-sample (the temperature is fitted here)", "3",
+                       "ECE IDHwt", "0.210", "0.110"]  # fmt: skip
+    assert rows[3][2:] == ["ECE top label", "0.314", "0.159"] and rows[4][2:] == [
+        "NLL",
+        "0.950",
+        "0.750",
+    ]
+    assert rows[5][0] == "test" and rows[1][0] == ""  # the split is named once
+    assert calibration.count('<tr class="in-sample">') == len(CLASSES) + 2
+    review = section(page, "uncertainty")
+    assert "normalised entropy" in review and "above 0.45" in review and "never on" in review
+    assert "flagged patients are less often right" in review
+    assert rows_of(review) == [
+        ["cv (out-of-fold)", "3", "1", "2", "0.000", "0.987", "0.042"],
+        ["test", "3", "1", "2", "0.000", "0.987", "0.042"],
+    ]
+
+
+def test_cv_report_predictions_show_model_review_and_ensemble_spread(cv_report):
+    _, _, page = cv_report
+    part = section(page, "predictions")
+    header = re.findall(r'<th scope="col">([^<]*)</th>', part)
+    assert header[:8] == ["cohort", "patient", "split", "model", "class", "predicted_class",
+                          "correct", "review"]  # fmt: skip
+    assert {"normalised_entropy", "sd", "mutual_information"} <= set(header)
+    cells = {row[1]: dict(zip(header, row, strict=True)) for row in rows_of(part)}
+    assert cells["A02"]["review"] == "REVIEW" and cells["A01"]["review"] == ""
+    assert cells["A02"]["model"] == "fold-1" and cells["B02"]["model"] == "ensemble"
+    assert cells["A01"]["sd"] == "" and cells["B02"]["sd"] == "0.046"
+    assert (
+        cells["B02"]["mutual_information"] == "0.012"
+        and cells["A01"]["normalised_entropy"] == "0.500"
+    )
+    assert part.count('<tr class="review">') == 2 and '<td class="flag">REVIEW</td>' in part
+    assert "2 here" in part
+
+
+def test_cv_report_training_overlays_folds_and_names_the_first_config(cv_report):
+    root, _, page = cv_report
+    training = section(page, "training")
+    assert "results/model/folds/0/history.csv" in training
+    assert "results/model/folds/1/history.csv" in training and "one line per fold model" in training
+    config = section(page, "config")
+    assert "<code>results/model/folds/0/config.yaml</code>, the first fold's" in config
+    assert "name: fold 0" in config
+    curves = (root / "results/report/curves.png").read_bytes()
+    assert base64.b64encode(curves).decode() in training
+
+
+def test_leave_one_cohort_out_rows_are_cohorts(tmp_path):
+    inputs = make_cv_run(tmp_path, "leave-one-cohort-out")
+    page = html.render_html(html.build_context(inputs, b"\x89PNG\r\n\x1a\n"))
+    cv = section(page, "cross-validation")
+    assert '<th scope="col">held-out cohort</th>' in cv and "a hospital the model never saw" in cv
+    assert [row[0] for row in rows_of(cv)] == ["SITE-A", "SITE-B", "mean", "SD"]
+    assert "(one bar per held-out cohort)" in cv
+    glance = section(page, "summary")
+    assert "<b>cv (out-of-fold)</b>" in glance  # no test split: the headline is out-of-fold
+    assert 'id="fold-sizes"' in page and "a fold is a held-out cohort" in page
+
+
+def test_single_split_report_with_calibration_fitted_on_val(tmp_path):
+    inputs = make_run(tmp_path)
+    metrics = json.loads(inputs.metrics.read_text(encoding="utf-8"))
+    metrics |= {"splits": list(SPLITS), **_trust_sections("val", list(SPLITS))}
+    inputs.metrics.write_text(json.dumps(metrics), encoding="utf-8")
+    page = html.render_html(html.build_context(inputs, b"\x89PNG\r\n\x1a\n"))
+    assert 'id="cross-validation"' not in page and 'id="fold-sizes"' not in page
+    calibration = section(page, "calibration")
+    captions = re.findall(r"<figcaption>(.*?)</figcaption>", calibration)
+    assert len(captions) == len(SPLITS)
+    assert (
+        "validation patients (used for early stopping) (the temperature is fitted here: "
+        "in-sample)" in captions[1]
+    )
+    assert "never trained, early-stopped or calibrated on." in captions[2]
+    assert "fold models" not in calibration
+    assert [r[0] for r in rows_of(calibration)][:: len(CLASSES) + 2] == [
+        "train (training data: optimistic)", "val, in-sample (the temperature is fitted here)",
+        "test"]  # fmt: skip
+    review = section(page, "uncertainty")
+    assert len(re.findall(r"<figcaption>", review)) == len(SPLITS)
+    assert "<b>test</b>" in section(page, "summary")
+
+
+def test_old_run_renders_without_new_sections_or_columns(report):
+    _, _, page = report  # metrics.json without splits/cv/calibration/uncertainty, old predictions
+    assert 'id="cross-validation"' not in page and 'href="#cross-validation"' not in page
+    assert "holds no calibration section" in page and "holds no uncertainty section" in page
+    assert "labelled (split into train / val / test)" in page
+    part = section(page, "predictions")
+    header = re.findall(r'<th scope="col">([^<]*)</th>', part)
+    assert "review" in header and "model" in header and "sd" not in header
+    rows = rows_of(part)
+    assert len(rows) == len(PATIENTS)
+    assert all(
+        row[header.index("review")] == "" and row[header.index("model")] == "" for row in rows
+    )
+    assert '<tr class="review">' not in part
+
+
+def test_cv_patient_without_fold_is_named(tmp_path):
+    inputs = make_cv_run(tmp_path)
+    splits = pd.read_csv(inputs.splits, sep="\t", dtype=str, keep_default_na=False)
+    splits.loc[splits["patient"] == "A03", "fold"] = ""
+    splits.to_csv(inputs.splits, sep="\t", index=False)
+    with pytest.raises(InputError, match=r"patient 'A03', column 'fold'.*names no fold"):
+        html.build_context(inputs, b"")
+
+
+def test_stale_fold_table_is_named(tmp_path):
+    inputs = make_cv_run(tmp_path)
+    table = pd.read_csv(inputs.folds_table, sep="\t", dtype=str)
+    table.drop(index=1).to_csv(inputs.folds_table, sep="\t", index=False)
+    with pytest.raises(InputError, match=r"table_folds\.tsv.*differ from metrics\.json"):
+        html.build_context(inputs, b"")
+
+
+def test_bad_review_flag_and_entropy_are_named(tmp_path):
+    inputs = make_cv_run(tmp_path)
+    table = pd.read_csv(inputs.predictions, dtype=str, keep_default_na=False)
+    table.loc[table["patient"] == "B02", "review"] = "maybe"
+    table.to_csv(inputs.predictions, index=False)
+    with pytest.raises(InputError, match=r"'B02'.*'review'"):
+        html.build_context(inputs, b"")
+    table.loc[table["patient"] == "B02", ["review", "normalised_entropy"]] = ["False", "high"]
+    table.to_csv(inputs.predictions, index=False)
+    with pytest.raises(InputError, match=r"'B02'.*'normalised_entropy'"):
+        html.build_context(inputs, b"")
+
+
+def test_scored_splits_order_and_figure_names():
+    assert tables.scored_splits({}) == list(SPLITS)
+    assert tables.scored_splits({"splits": ["test", "cv"]}) == ["cv", "test"]
+    assert tables.split_label("cv") == "cv (out-of-fold)"
+    with pytest.raises(InputError, match=r"roc_<train\|val\|cv\|test>"):
+        html.split_figures([Path("roc_dev.png")], "roc")

@@ -120,7 +120,7 @@ def test_cross_validated_report(tmp_path: Path) -> None:
     assert "predicted by the mean of the 3 fold models" in calibration
     review = _section(page, "uncertainty")
     assert "0.6" in review and "<td>0.123</td>" in review
-    assert "REVIEW" in _section(page, "predictions")
+    assert 'class="flag">REVIEW</td>' in _section(page, "predictions")
     assert "results/model/folds/0/history.csv" in _section(page, "training")
 
 

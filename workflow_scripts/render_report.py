@@ -22,6 +22,7 @@ def main(smk) -> None:
         confusion=[Path(p) for p in smk.input.confusion],
         calibration=[Path(p) for p in smk.input.calibration],
         uncertainty=[Path(p) for p in smk.input.uncertainty],
+        folds_table=Path(smk.input.folds),
         folds_figure=Path(smk.input.folds_figure[0]) if smk.input.folds_figure else None,
         qc=[Path(p) for p in smk.input.qc],
         config=dict(smk.params.config),

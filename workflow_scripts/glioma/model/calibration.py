@@ -24,12 +24,25 @@ EPS = 1e-12
 def reliability_bins(positive: np.ndarray, score: np.ndarray, n_bins: int = 10) -> pd.DataFrame:
     """Equal-width bins of ``score`` on [0, 1] (the last includes 1) with what they hold.
 
+    Args:
+        positive: whether each row belongs to the class (N,), bool or 0/1.
+        score: predicted probability of the class (N,); values outside [0, 1] fall in the
+            first or last bin.
+        n_bins: number of bins.
+
     Returns:
         One row per bin: ``lower``, ``upper``, ``count``, ``mean_confidence`` (mean score) and
         ``observed`` (fraction positive); NaN means in empty bins.
+
+    Raises:
+        ValueError: ``positive`` and ``score`` differ in length, or ``n_bins`` < 1.
     """
-    positive = np.asarray(positive, dtype=np.float64)
-    score = np.asarray(score, dtype=np.float64)
+    positive = np.asarray(positive, dtype=np.float64).ravel()
+    score = np.asarray(score, dtype=np.float64).ravel()
+    if positive.size != score.size:
+        raise ValueError(f"positive has {positive.size} rows, score {score.size}")
+    if n_bins < 1:
+        raise ValueError(f"n_bins must be at least 1; got {n_bins}")
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     index = np.clip(np.digitize(score, edges[1:-1], right=False), 0, n_bins - 1)
     rows = []
@@ -76,9 +89,24 @@ def class_ece(labels: np.ndarray, probs: np.ndarray, n_bins: int = 10) -> dict[s
 
 
 def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
-    """softmax(log(p) / T) per row: log-probabilities are logits up to a per-row constant."""
+    """Temperature-scaled probabilities: softmax(log(p) / T) per row.
+
+    Log-probabilities are the logits up to a per-row constant, which softmax ignores, so this
+    equals dividing the logits by T. T > 1 flattens the rows, T < 1 sharpens them, T = 1 returns
+    the input renormalised. Probabilities are clipped at 1e-12 before the log.
+
+    Args:
+        probs: class probabilities (N, K).
+        temperature: T > 0.
+
+    Raises:
+        ValueError: ``temperature`` is not a positive finite number.
+    """
+    temperature = float(temperature)
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be positive and finite; got {temperature}")
     logits = np.log(np.clip(np.asarray(probs, dtype=np.float64), EPS, None))
-    return softmax(logits / float(temperature), axis=1)
+    return softmax(logits / temperature, axis=1)
 
 
 def nll(probs: np.ndarray, labels: np.ndarray) -> float:
@@ -93,12 +121,27 @@ def nll(probs: np.ndarray, labels: np.ndarray) -> float:
 def fit_temperature(
     probs: np.ndarray, labels: np.ndarray, *, bounds: tuple[float, float] = (0.05, 20.0)
 ) -> float:
-    """The temperature minimising the NLL of ``labels`` (bounded search on log T).
+    """The temperature minimising the mean NLL of ``labels`` under :func:`apply_temperature`.
 
-    Returns 1.0 (no scaling) with fewer than two patients or one class among the labels.
+    Fit it on validation or out-of-fold predictions only, never on the test patients: a
+    temperature fitted on the patients it is then scored on flatters the calibration reported.
+
+    Args:
+        probs: class probabilities (N, K) of the fitting patients.
+        labels: their int class indices (N,).
+        bounds: search interval of T (bounded scalar search on log T).
+
+    Returns:
+        The fitted T; 1.0 (no scaling, with a logged warning) with fewer than two patients or
+        only one class among the labels.
+
+    Raises:
+        ValueError: ``probs`` and ``labels`` differ in length.
     """
     probs = np.asarray(probs, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.int64)
+    if len(probs) != len(labels):
+        raise ValueError(f"probs has {len(probs)} rows, labels {len(labels)}")
     if len(labels) < 2 or np.unique(labels).size < 2:
         log.warning(
             "temperature not fitted (%d patients, %d classes): T = 1",

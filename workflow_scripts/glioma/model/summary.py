@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -10,11 +11,14 @@ from glioma.constants import CLASSES, CV_SPLIT, EVAL_SPLITS, SPLITS
 
 
 def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
+    """Three decimals; ``n/a`` for a missing, non-numeric or non-finite value."""
+    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+        return "n/a"
+    return f"{value:.3f}"
 
 
 def _splits(metrics: dict) -> list[str]:
-    """The splits metrics.json scores (train, val, test for files that do not say)."""
+    """The splits metrics.json scores, in report order (train, val, test in files without)."""
     named = metrics.get("splits")
     return list(SPLITS) if not isinstance(named, list) else [s for s in EVAL_SPLITS if s in named]
 
@@ -22,57 +26,76 @@ def _splits(metrics: dict) -> list[str]:
 def summary_lines(metrics: dict) -> list[str]:
     """One line per split and level: n, accuracy, macro AUC and per-class AUC with 95% CI.
 
-    Then, when the metrics hold a ``baseline`` section, the lines of :func:`baseline_lines`.
+    Then the lines of :func:`trust_lines` (folds, calibration, review: those metrics.json
+    holds) and last, when the metrics hold a ``baseline`` section, those of
+    :func:`baseline_lines`.
     """
     lines = []
     if metrics.get("leaky_split"):
         lines.append("WARNING: slice-level split - patients leak across splits, figures inflated")
     for level in ("patient", "slice"):
         for split in _splits(metrics):
-            entry = metrics.get(level, {}).get(split)
+            entry = (metrics.get(level) or {}).get(split)
             if not entry:
                 continue
+            classes = {name: (entry.get("classes") or {}).get(name) or {} for name in CLASSES}
             aucs = ", ".join(
-                f"{name} {_fmt(entry['classes'][name]['auc'])} "
-                f"[{_fmt(entry['classes'][name]['auc_ci_low'])}-"
-                f"{_fmt(entry['classes'][name]['auc_ci_high'])}]"
-                for name in CLASSES
+                f"{name} {_fmt(values.get('auc'))} "
+                f"[{_fmt(values.get('auc_ci_low'))}-{_fmt(values.get('auc_ci_high'))}]"
+                for name, values in classes.items()
             )
             note = {"train": " (training data)", CV_SPLIT: " (out-of-fold)"}.get(split, "")
             lines.append(
-                f"{level:7s} {split:5s}{note}: n={entry['n']}, accuracy {_fmt(entry['accuracy'])}, "
-                f"macro AUC {_fmt(entry['macro_auc'])}; {aucs}"
+                f"{level:7s} {split:5s}{note}: n={entry.get('n')}, accuracy "
+                f"{_fmt(entry.get('accuracy'))}, macro AUC {_fmt(entry.get('macro_auc'))}; {aucs}"
             )
-    return lines + baseline_lines(metrics) + trust_lines(metrics)
+    return lines + trust_lines(metrics) + baseline_lines(metrics)
+
+
+def fold_lines(cv: dict) -> list[str]:
+    """The spread of the fold models' held-out macro AUC; under leave-one-cohort-out also one
+    line per held-out cohort. None without a ``cv`` section."""
+    folds = cv.get("folds") or []
+    if not folds:
+        return []
+    macro = (cv.get("summary") or {}).get("macro_auc") or {}
+    values = [f["macro_auc"] for f in folds if _fmt(f.get("macro_auc")) != "n/a"]
+    span = f" (range {_fmt(min(values))}-{_fmt(max(values))})" if values else ""
+    total = cv.get("n_folds", len(folds))
+    defined = macro.get("n_folds", total)
+    over = f"{defined} folds" if defined == total else f"{defined} of {total} folds"
+    lines = [
+        f"{cv.get('scheme', 'cross-validation')}: per-fold held-out macro AUC: mean "
+        f"{_fmt(macro.get('mean'))} ± SD {_fmt(macro.get('sd'))} over {over}{span}"
+    ]
+    if cv.get("scheme") == "leave-one-cohort-out":
+        lines += [
+            f"  held-out cohort {fold.get('fold')}: n={fold.get('n')}, macro AUC "
+            f"{_fmt(fold.get('macro_auc'))}, accuracy {_fmt(fold.get('accuracy'))}"
+            for fold in folds
+        ]
+    return lines
 
 
 def trust_lines(metrics: dict) -> list[str]:
-    """Per-fold spread, calibration and review lines (those metrics.json holds)."""
-    lines = []
-    cv = metrics.get("cv") or {}
-    if cv.get("folds"):
-        macro = cv["summary"]["macro_auc"]
-        values = [f["macro_auc"] for f in cv["folds"] if f["macro_auc"] is not None]
-        span = f" (range {_fmt(min(values))}-{_fmt(max(values))})" if values else ""
-        lines.append(
-            f"{cv['scheme']}: per-fold held-out macro AUC mean {_fmt(macro['mean'])} ± SD "
-            f"{_fmt(macro['sd'])} over {cv['n_folds']} folds{span}"
-        )
-        if cv["scheme"] == "leave-one-cohort-out":
-            for fold in cv["folds"]:
-                lines.append(
-                    f"  held-out cohort {fold['fold']}: n={fold['n']}, macro AUC "
-                    f"{_fmt(fold['macro_auc'])}, accuracy {_fmt(fold['accuracy'])}"
-                )
+    """Per-fold spread, calibration and review lines (those metrics.json holds).
+
+    Calibration is shown on test, else the out-of-fold (cv) split, else val; review on every
+    scored split but train.
+    """
+    lines = fold_lines(metrics.get("cv") or {})
     scored = _splits(metrics)
-    shown = next((s for s in ("test", CV_SPLIT, "val") if s in scored), None)
     calibration = metrics.get("calibration") or {}
+    shown = next((s for s in ("test", CV_SPLIT, "val") if s in scored), None)
     entry = (calibration.get("splits") or {}).get(shown)
     if entry:
+        raw, scaled = entry.get("raw") or {}, entry.get("scaled") or {}
+        sample = ", in-sample" if entry.get("in_sample") else ""
         lines.append(
-            f"calibration ({shown}, T={_fmt(calibration['temperature'])} fitted on "
-            f"{calibration['fitted_on']}): top-label ECE {_fmt(entry['raw']['top_label'])} raw, "
-            f"{_fmt(entry['scaled']['top_label'])} scaled"
+            f"calibration ({shown}{sample}, T={_fmt(calibration.get('temperature'))}, fitted on "
+            f"{calibration.get('fitted_on')}): top-label ECE {_fmt(raw.get('top_label'))} raw, "
+            f"{_fmt(scaled.get('top_label'))} scaled; NLL {_fmt(raw.get('nll'))} raw, "
+            f"{_fmt(scaled.get('nll'))} scaled"
         )
     review = metrics.get("uncertainty") or {}
     for split in scored:
@@ -80,9 +103,10 @@ def trust_lines(metrics: dict) -> list[str]:
         if split == "train" or not entry:
             continue
         lines.append(
-            f"review ({split}, normalised entropy > {review['threshold']}): "
-            f"{entry['n_flagged']} of {entry['n']} flagged, accuracy flagged "
-            f"{_fmt(entry['accuracy_flagged'])} vs not flagged {_fmt(entry['accuracy_unflagged'])}"
+            f"review ({split}, normalised entropy > {review.get('threshold')}): "
+            f"{entry.get('n_flagged')} of {entry.get('n')} flagged, accuracy flagged "
+            f"{_fmt(entry.get('accuracy_flagged'))} vs not flagged "
+            f"{_fmt(entry.get('accuracy_unflagged'))}, AURC {_fmt(entry.get('aurc'))}"
         )
     return lines
 
@@ -92,19 +116,20 @@ def baseline_lines(metrics: dict) -> list[str]:
     baseline = (metrics.get("baseline") or {}).get("patient") or {}
     lines = []
     for split in _splits(metrics):
-        network, other = metrics.get("patient", {}).get(split), baseline.get(split)
+        network, other = (metrics.get("patient") or {}).get(split), baseline.get(split)
         if not network or not other:
             continue
-        aucs = ", ".join(
-            f"{name} {_fmt(network['classes'][name]['auc'])} vs "
-            f"{_fmt(other['classes'][name]['auc'])}"
-            for name in CLASSES
-        )
+        aucs = ", ".join(f"{name} {_auc(network, name)} vs {_auc(other, name)}" for name in CLASSES)
         lines.append(
-            f"patient {split:5s}: network macro AUC {_fmt(network['macro_auc'])} vs baseline "
-            f"{_fmt(other['macro_auc'])}; {aucs}"
+            f"patient {split:5s}: network macro AUC {_fmt(network.get('macro_auc'))} vs baseline "
+            f"{_fmt(other.get('macro_auc'))}; {aucs}"
         )
     return lines
+
+
+def _auc(entry: dict, name: str) -> str:
+    """One class's AUC of a metrics entry."""
+    return _fmt(((entry.get("classes") or {}).get(name) or {}).get("auc"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,12 +29,18 @@ def ensemble_uncertainty(member_probs: np.ndarray) -> dict[str, np.ndarray]:
         member_probs: (M, N, K) probabilities of M members for N patients.
 
     Returns:
-        ``mean`` (N, K) and, each (N,), ``sd``, ``entropy``, ``expected_entropy``,
-        ``mutual_information``, ``normalised_entropy``.
+        ``mean`` (N, K) and, each (N,), ``sd`` (population SD, ddof 0), ``entropy``,
+        ``expected_entropy``, ``mutual_information``, ``normalised_entropy``; with one member
+        ``sd`` and ``mutual_information`` are 0.
+
+    Raises:
+        ValueError: ``member_probs`` is not (M, N, K) with M >= 1 and K >= 2.
     """
     member_probs = np.asarray(member_probs, dtype=np.float64)
-    if member_probs.ndim != 3:
-        raise ValueError(f"member_probs must be (M, N, K); got shape {member_probs.shape}")
+    if member_probs.ndim != 3 or member_probs.shape[0] < 1 or member_probs.shape[2] < 2:
+        raise ValueError(
+            f"member_probs must be (M, N, K) with M >= 1, K >= 2; got {member_probs.shape}"
+        )
     mean = member_probs.mean(axis=0)
     n_classes = member_probs.shape[2]
     predicted = mean.argmax(axis=1) if mean.size else np.zeros(0, int)
@@ -59,6 +65,8 @@ def review_flags(uncertainty: np.ndarray, threshold: float) -> np.ndarray:
 
 def risk_coverage(correct: np.ndarray, uncertainty: np.ndarray) -> pd.DataFrame:
     """Accuracy of the k most certain patients for every coverage k / N.
+
+    Patients are ranked by ascending uncertainty (stable on ties, NaN last).
 
     Returns:
         Columns ``coverage``, ``accuracy`` and ``threshold`` (the k-th patient's uncertainty).

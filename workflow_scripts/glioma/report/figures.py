@@ -112,7 +112,7 @@ def training_curves_png(
         epoch = frame["epoch"]
         colour = f"C{index % 10}"
         if several:
-            loss.plot(epoch, frame["train_loss"], color=colour, label=f"{label} train")
+            loss.plot(epoch, frame["train_loss"], color=colour, label=label)
             loss.plot(epoch, frame["val_loss"], color=colour, linestyle="--")
             auc.plot(epoch, frame["val_patient_macro_auc"], color=colour, label=label)
             lr.plot(epoch, frame["lr"], color=colour)
@@ -122,7 +122,9 @@ def training_curves_png(
         auc.plot(epoch, frame["val_patient_macro_auc"], marker="o", label="patient level")
         auc.plot(epoch, frame["val_slice_macro_auc"], marker="s", label="slice level")
         lr.plot(epoch, frame["lr"], marker=".", color="tab:gray")
-    loss.set(title="Loss" + (" (dashed: validation)" if several else ""), xlabel="epoch")
+    loss.set(
+        title="Loss" + (" (solid: train, dashed: validation)" if several else ""), xlabel="epoch"
+    )
     loss.set_ylabel("cross-entropy")
     auc.set(
         title="Validation macro AUC" + (" (patient level)" if several else ""),

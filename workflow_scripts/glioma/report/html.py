@@ -22,7 +22,7 @@ import pandas as pd
 import yaml
 
 import glioma
-from glioma.constants import EVAL_SPLITS
+from glioma.constants import CV_SPLIT, EVAL_SPLITS
 from glioma.errors import InputError
 from glioma.io import atomic_path
 from glioma.report import figures, table1, tables, trust
@@ -51,13 +51,21 @@ VERSION_PACKAGES = (
 
 @dataclass(frozen=True)
 class ReportInputs:
-    """Paths of every stage output the page shows (contracts in docs/architecture.md)."""
+    """Paths of every stage output the page shows (contracts in docs/architecture.md).
+
+    ``history`` is one ``history.csv`` per trained model: ``results/model/history.csv``, or
+    ``results/model/folds/{fold}/history.csv`` of each fold (a single path is accepted too);
+    ``model_config`` is the one model's saved config, or the first fold's. ``roc``,
+    ``confusion``, ``calibration`` and ``uncertainty`` hold ``<kind>_<split>.png`` of the scored
+    splits. ``folds_table`` (``table_folds.tsv``) and ``folds_figure`` (``folds.png``, under
+    cross-validation only) may be None, as may the trust figures be empty, for older runs.
+    """
 
     sheet: Path
     exclusions: Path
     table1: Path
     splits: Path
-    history: Path | Sequence[Path]
+    history: Sequence[Path] | Path
     model_config: Path
     metrics: Path
     predictions: Path
@@ -67,6 +75,7 @@ class ReportInputs:
     config: Mapping[str, Any] = field(default_factory=dict)
     calibration: Sequence[Path] = ()
     uncertainty: Sequence[Path] = ()
+    folds_table: Path | None = None
     folds_figure: Path | None = None
 
     def histories(self) -> dict[str, Path]:
@@ -88,8 +97,13 @@ def package_versions(names: Sequence[str] = VERSION_PACKAGES) -> list[tuple[str,
     return rows
 
 
-def split_figures(paths: Sequence[Path], prefix: str) -> list[dict[str, str]]:
+def split_figures(
+    paths: Sequence[Path], prefix: str, metrics: dict[str, Any] | None = None
+) -> list[dict[str, str]]:
     """Embed ``<prefix>_<split>.png`` figures in split order (train, val, cv, test).
+
+    Each has its split, label, data URI and caption (what it shows and on which patients, from
+    ``metrics``).
 
     Raises:
         InputError: a file name names no split, or the file is not an image.
@@ -101,15 +115,15 @@ def split_figures(paths: Sequence[Path], prefix: str) -> list[dict[str, str]]:
             raise InputError(f"name should be {prefix}_<train|val|cv|test>.png", path=path)
         found[split] = path
     return [
-        {"split": s, "label": tables.split_label(s), "uri": figures.image_uri(found[s])}
+        {
+            "split": s,
+            "label": tables.split_label(s),
+            "uri": figures.image_uri(found[s]),
+            "caption": trust.caption(prefix, s, metrics or {}),
+        }
         for s in EVAL_SPLITS
         if s in found
     ]
-
-
-def captioned(items: list[dict[str, str]], metrics: dict[str, Any]) -> list[dict[str, str]]:
-    """Add to each figure which patients it shows."""
-    return [{**item, "patients": trust.split_patients(item["split"], metrics)} for item in items]
 
 
 def qc_items(paths: Sequence[Path]) -> list[dict[str, str]]:
@@ -131,7 +145,8 @@ def qc_items(paths: Sequence[Path]) -> list[dict[str, str]]:
 
 
 def summary(metrics: dict[str, Any], roc: list[dict[str, str]]) -> dict[str, Any]:
-    """Headline of the page: patient-level metrics and ROC of the test split (else the last).
+    """Headline of the page: patient-level metrics and ROC of the test split, else of the
+    out-of-fold (cv) one, else of the last scored split.
 
     Splits without patients (``n`` 0 or missing) are passed over; {} when none is left.
     """
@@ -140,10 +155,16 @@ def summary(metrics: dict[str, Any], roc: list[dict[str, str]]) -> dict[str, Any
     present = [s for s in scored if ((metrics.get(level) or {}).get(s) or {}).get("n")]
     if not present:
         return {}
-    split = "test" if "test" in present else present[-1]
+    split = next((s for s in ("test", CV_SPLIT) if s in present), present[-1])
     figure = next((f for f in roc if f["split"] == split), None)
     rows = _frame(tables.table2({level: {split: metrics[level][split]}}, level))
-    return {"level": level, "split": tables.split_label(split), "table": rows, "roc": figure}
+    return {
+        "level": level,
+        "split": tables.split_label(split),
+        "patients": trust.split_patients(split, metrics),
+        "table": rows,
+        "roc": figure,
+    }
 
 
 def _read_text(path: str | Path) -> str:
@@ -154,20 +175,62 @@ def _read_text(path: str | Path) -> str:
         raise InputError(f"cannot be read as UTF-8 text ({err})", path=path) from err
 
 
-def _frame(table: pd.DataFrame, *, group_first: bool = False) -> dict[str, Any]:
+def shown_path(path: str | Path) -> str:
+    """A path as the page shows it: from its (last) ``results`` folder on, the run's layout."""
+    parts = Path(path).parts
+    if "results" not in parts:
+        return Path(path).name
+    return "/".join(parts[len(parts) - 1 - parts[::-1].index("results") :])
+
+
+def _frame(
+    table: pd.DataFrame, *, group_first: bool = False, mark: tuple[str, str, str] | None = None
+) -> dict[str, Any]:
     """A DataFrame as header and rows of strings, for the template's table macro.
 
     Args:
         table: the table.
         group_first: blank the first cell where it repeats the row above (Table 1's variables).
+        mark: (column, text, CSS class): rows whose cell in that column contains the text get
+            the class (review flags, in-sample calibration rows).
     """
     rows = [[str(v) for v in row] for row in table.to_numpy()]
+    marks = [""] * len(rows)
+    if mark and rows:
+        index = list(table.columns).index(mark[0])
+        marks = [mark[2] if mark[1] in row[index] else "" for row in rows]
     if group_first:
         firsts = [row[0] for row in rows]
         for row, above in zip(rows[1:], firsts, strict=False):
             if row[0] == above:
                 row[0] = ""
-    return {"columns": [str(c) for c in table.columns], "rows": rows}
+    return {"columns": [str(c) for c in table.columns], "rows": rows, "marks": marks}
+
+
+def _labelled_splits(splits: pd.DataFrame) -> str:
+    """The splits labelled patients are in, e.g. ``train / val / test`` or ``cv / test``."""
+    present = set(splits.loc[splits["class"] != "", "split"])
+    return " / ".join(s for s in tables.SPLIT_ORDER if s in present) or "none"
+
+
+def _trust_context(inputs: ReportInputs, metrics: dict[str, Any]) -> dict[str, Any]:
+    """Cross-validation, calibration and uncertainty sections (empty where metrics lack them)."""
+    trust.check_fold_table(inputs.folds_table, metrics)
+    cv = metrics.get("cv") or {}
+    in_sample = ("split", "in-sample", "in-sample")
+    return {
+        "cv": _frame(trust.cv_table(metrics)),
+        "cv_scheme": str(cv.get("scheme", "")),
+        "cv_folds": cv.get("n_folds", 0),
+        "cv_loco": cv.get("scheme") == trust.LOCO,
+        "folds_figure": figures.image_uri(inputs.folds_figure) if inputs.folds_figure else "",
+        "calibration": _frame(trust.calibration_table(metrics), group_first=True, mark=in_sample),
+        "calibration_info": trust.calibration_info(metrics),
+        "calibration_figures": split_figures(inputs.calibration, "calibration", metrics),
+        "uncertainty": _frame(trust.uncertainty_table(metrics)),
+        "uncertainty_info": trust.uncertainty_info(metrics),
+        "uncertainty_figures": split_figures(inputs.uncertainty, "uncertainty", metrics),
+    }
 
 
 def build_context(inputs: ReportInputs, curves_png: bytes) -> dict[str, Any]:
@@ -176,38 +239,35 @@ def build_context(inputs: ReportInputs, curves_png: bytes) -> dict[str, Any]:
     exclusions = tables.read_table(inputs.exclusions, tables.EXCLUSION_COLUMNS)
     splits = tables.read_splits(inputs.splits)
     metrics = tables.read_metrics(inputs.metrics)
-    roc = split_figures(inputs.roc, "roc")
+    roc = split_figures(inputs.roc, "roc", metrics)
     table1_frame = tables.read_table(inputs.table1, ("variable", "level", "Total"))
+    predictions = tables.read_predictions(inputs.predictions, sheet)
+    histories = [shown_path(p) for p in inputs.histories().values()]
     return {
         "leaky": tables.is_leaky(splits, metrics),
         "warning": str(metrics.get("warning") or ""),
         "summary": summary(metrics, roc),
         "flow": tables.cohort_flow(sheet, exclusions),
+        "labelled_splits": _labelled_splits(splits),
         "exclusions": _frame(exclusions[list(tables.EXCLUSION_COLUMNS)]),
         "table1": _frame(table1_frame, group_first=True),
         "table1_footnote": table1.FOOTNOTE,
         "split_sizes": _frame(tables.split_sizes(splits)),
+        "fold_sizes": _frame(trust.fold_sizes(splits)),
         "curves": figures.data_uri(curves_png, "image/png"),
+        "history_files": histories,
         "table2": {level: _frame(tables.table2(metrics, level)) for level in tables.LEVELS},
         "baseline": _frame(tables.baseline_comparison(metrics)),
         "baseline_caption": tables.BASELINE_CAPTION,
         "roc": roc,
-        "confusion": split_figures(inputs.confusion, "confusion"),
-        "cv": _frame(trust.cv_table(metrics)),
-        "cv_scheme": (metrics.get("cv") or {}).get("scheme", ""),
-        "cv_folds": (metrics.get("cv") or {}).get("n_folds", 0),
-        "folds_figure": figures.image_uri(inputs.folds_figure) if inputs.folds_figure else "",
-        "calibration": _frame(trust.calibration_table(metrics)),
-        "calibration_info": metrics.get("calibration") or {},
-        "calibration_figures": captioned(split_figures(inputs.calibration, "calibration"), metrics),
-        "uncertainty": _frame(trust.uncertainty_table(metrics)),
-        "uncertainty_info": metrics.get("uncertainty") or {},
-        "uncertainty_figures": captioned(split_figures(inputs.uncertainty, "uncertainty"), metrics),
-        "history_files": [str(p) for p in inputs.histories().values()],
-        "predictions": _frame(tables.read_predictions(inputs.predictions, sheet)),
+        "confusion": split_figures(inputs.confusion, "confusion", metrics),
+        **_trust_context(inputs, metrics),
+        "predictions": _frame(predictions, mark=("review", tables.REVIEW_FLAG, "review")),
+        "n_review": int((predictions["review"] == tables.REVIEW_FLAG).sum()),
         "qc": qc_items(inputs.qc),
         "config": yaml.safe_dump(dict(inputs.config), sort_keys=False) if inputs.config else "",
         "model_config": _read_text(inputs.model_config),
+        "model_config_path": shown_path(inputs.model_config),
         "versions": package_versions(),
         "platform": f"{platform.platform()}; {sys.implementation.name}",
     }

@@ -22,9 +22,14 @@ PROB_COLUMNS = tuple(f"p_{c}" for c in CLASSES)
 PREDICTION_COLUMNS = ("patient", "cohort", *PROB_COLUMNS, "predicted_class", "n_slices", "split")
 SPLIT_COLUMNS = ("patient", "cohort", "class", "split")
 EXCLUSION_COLUMNS = ("patient", "cohort", "scope", "reason")
-SPLIT_ORDER = ("train", "val", CV_SPLIT, "test", SLICE_SPLIT, UNLABELLED_SPLIT)
-#: Optional predictions.csv columns: which model(s) made a row, and its uncertainty.
+SPLIT_ORDER = (*EVAL_SPLITS, SLICE_SPLIT, UNLABELLED_SPLIT)
+#: Optional predictions.csv columns: which model(s) made a row and its uncertainty; a file from
+#: before cross-validation lacks them, and the page shows them blank.
 UNCERTAINTY_COLUMNS = ("model", "normalised_entropy", "sd", "mutual_information", "review")
+#: Of those, the ones a one-model row leaves empty: shown only when some row has a value.
+ENSEMBLE_COLUMNS = ("sd", "mutual_information")
+REVIEW_FLAG = "REVIEW"
+_BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 #: Features per slice of the baseline: glioma.model.baseline.FEATURE_NAMES, which lives in the
 #: model environment (scikit-learn, torch) that the report's lacks.
 BASELINE_FEATURES = 6 * len(SEQUENCES)
@@ -78,10 +83,24 @@ def cohort_flow(sheet: pd.DataFrame, exclusions: pd.DataFrame) -> dict[str, int]
 
 
 def read_splits(path: str | Path) -> pd.DataFrame:
-    """Read ``results/splits.tsv``, checking its split names and classes."""
+    """Read ``results/splits.tsv``, checking its split names, classes and folds.
+
+    The ``fold`` column is optional (files from before cross-validation lack it: every fold is
+    then ""); a ``cv`` patient must name its fold.
+    """
     splits = read_table(path, SPLIT_COLUMNS)
     _check_values(splits, "split", SPLIT_ORDER, Path(path))
     _check_values(splits, "class", ("", *CLASSES), Path(path))
+    if "fold" not in splits.columns:
+        splits["fold"] = ""
+    unassigned = splits[(splits["split"] == CV_SPLIT) & (splits["fold"] == "")]
+    if len(unassigned):
+        raise InputError(
+            "a cv (cross-validated) patient names no fold",
+            patient=unassigned["patient"].iloc[0],
+            column="fold",
+            path=path,
+        )
     return splits
 
 
@@ -114,14 +133,20 @@ def read_metrics(path: str | Path) -> dict[str, Any]:
         raise InputError(f"cannot be read as JSON ({err})", path=path) from err
     if not isinstance(metrics, dict) or not any(isinstance(metrics.get(x), dict) for x in LEVELS):
         raise InputError("holds no 'patient' or 'slice' level of metrics", path=path)
+    named = metrics.get("splits", list(SPLITS))
+    if not isinstance(named, list) or not set(named) <= set(EVAL_SPLITS):
+        raise InputError(f"'splits' should be a list of {', '.join(EVAL_SPLITS)}", path=path)
     for level in LEVELS:
         for split, values in (metrics.get(level) or {}).items():
             if not isinstance(values, dict):
                 raise InputError(f"{level}.{split} is not an object", column=split, path=path)
+    for section in ("cv", "calibration", "uncertainty"):
+        if section in metrics and not isinstance(metrics[section], dict | None):
+            raise InputError(f"{section} is not an object", column=section, path=path)
     return metrics
 
 
-def _num(value: Any, digits: int = 3) -> str:
+def num(value: Any, digits: int = 3) -> str:
     """Format a metric, ``n/a`` when it is null or not finite."""
     if value is None or isinstance(value, bool):
         return "n/a"
@@ -134,20 +159,21 @@ def _num(value: Any, digits: int = 3) -> str:
 
 def _auc_ci(values: dict[str, Any]) -> str:
     """AUC with its 95% CI, e.g. ``0.912 (0.850-0.960)``."""
-    auc = _num(values.get("auc"))
-    low, high = _num(values.get("auc_ci_low")), _num(values.get("auc_ci_high"))
+    auc = num(values.get("auc"))
+    low, high = num(values.get("auc_ci_low")), num(values.get("auc_ci_high"))
     return auc if "n/a" in (auc, low, high) else f"{auc} ({low}-{high})"
 
 
 def split_label(split: str) -> str:
-    """Display name of a split; the training split says its figures are on training data."""
+    """Display name of a split: the training split says its figures are on training data, the
+    cross-validated one that each patient is predicted out-of-fold."""
     if split == CV_SPLIT:
         return "cv (out-of-fold)"
     return "train (training data: optimistic)" if split == "train" else split
 
 
 def scored_splits(metrics: dict[str, Any]) -> list[str]:
-    """The splits metrics.json scores (train, val, test for files that do not say)."""
+    """The splits metrics.json scores, in report order (train, val, test in files without)."""
     named = metrics.get("splits")
     if not isinstance(named, list):
         return list(SPLITS)
@@ -168,14 +194,14 @@ def table2(metrics: dict[str, Any], level: str) -> pd.DataFrame:
                 {
                     "split": split_label(split),
                     "n": str(values.get("n", "n/a")),
-                    "accuracy": _num(values.get("accuracy")),
-                    "macro AUC": _num(values.get("macro_auc")),
+                    "accuracy": num(values.get("accuracy")),
+                    "macro AUC": num(values.get("macro_auc")),
                     "class": name,
                     "AUC (95% CI)": _auc_ci(per_class),
-                    "precision": _num(per_class.get("precision")),
-                    "recall": _num(per_class.get("recall")),
-                    "F1": _num(per_class.get("f1")),
-                    "average precision": _num(per_class.get("average_precision")),
+                    "precision": num(per_class.get("precision")),
+                    "recall": num(per_class.get("recall")),
+                    "F1": num(per_class.get("f1")),
+                    "average precision": num(per_class.get("average_precision")),
                 }
             )
     return pd.DataFrame(rows)
@@ -198,7 +224,7 @@ def baseline_comparison(metrics: dict[str, Any]) -> pd.DataFrame:
         for name in CLASSES:
             aucs = [_auc_ci((part.get("classes") or {}).get(name) or {}) for part in pair]
             rows.append((split_label(split), n, name, *aucs))
-        rows.append((split_label(split), n, "macro", *(_num(p.get("macro_auc")) for p in pair)))
+        rows.append((split_label(split), n, "macro", *(num(p.get("macro_auc")) for p in pair)))
     return pd.DataFrame(rows, columns=list(columns))
 
 
@@ -231,13 +257,38 @@ def read_predictions(path: str | Path, sheet: pd.DataFrame) -> pd.DataFrame:
         "" if not c else ("yes" if c == p else "no")
         for c, p in zip(table["class"], table["predicted_class"], strict=True)
     ]
-    columns = ["cohort", "patient", "split", "class", "predicted_class", "correct"]
-    extra = [c for c in UNCERTAINTY_COLUMNS if c in table.columns]
-    for column in ("normalised_entropy", "sd", "mutual_information"):
-        if column in table.columns:
-            values = pd.to_numeric(table[column], errors="coerce")
-            table[column] = values.map(lambda v: "" if pd.isna(v) else f"{v:.3f}")
-    if "review" in table.columns:
-        table["review"] = table["review"].map(lambda v: "REVIEW" if v == "True" else "")
-    ordered = table[[*columns, *PROB_COLUMNS, "n_slices", *extra]]
-    return ordered.sort_values(["cohort", "patient"])
+    _uncertainty_columns(table, path)
+    ensemble = [c for c in ENSEMBLE_COLUMNS if (table[c] != "").any()]
+    columns = ["cohort", "patient", "split", "model", "class", "predicted_class", "correct"]
+    columns += ["review", *PROB_COLUMNS, "normalised_entropy", *ensemble, "n_slices"]
+    return table[columns].sort_values(["cohort", "patient"]).reset_index(drop=True)
+
+
+def _uncertainty_columns(table: pd.DataFrame, path: Path) -> None:
+    """Format the optional uncertainty columns in place ("" where missing or NaN).
+
+    Raises:
+        InputError: a value is neither empty nor a number, or a review flag is not a boolean.
+    """
+    for column in UNCERTAINTY_COLUMNS:
+        if column not in table.columns:
+            table[column] = ""
+    for column in ("normalised_entropy", *ENSEMBLE_COLUMNS):
+        values = pd.to_numeric(table[column], errors="coerce")
+        bad = values.isna() & ~table[column].str.lower().isin(("", "nan"))
+        if bad.any():
+            row = table[bad].iloc[0]
+            raise InputError(
+                f"value {row[column]!r} is not a number", patient=row["patient"],
+                column=column, path=path,
+            )  # fmt: skip
+        table[column] = values.map(lambda v: "" if pd.isna(v) else f"{v:.3f}")
+    flags = table["review"].str.strip().str.lower()
+    bad = ~flags.isin(("", *_BOOLEANS))
+    if bad.any():
+        row = table[bad].iloc[0]
+        raise InputError(
+            f"value {row['review']!r} is not True or False", patient=row["patient"],
+            column="review", path=path,
+        )  # fmt: skip
+    table["review"] = [REVIEW_FLAG if _BOOLEANS.get(f) else "" for f in flags]
