@@ -200,6 +200,8 @@ def test_class_absent_from_train_split(shards, tmp_path) -> None:
 
 def evaluate(fitted: dict, out: Path, network: Path, *, baseline: bool = True) -> dict:
     tables = {level: out / f"table2_{level}.tsv" for level in ("patient", "slice")}
+    if baseline:
+        tables["baseline"] = out / "table2_baseline_patient.tsv"
     return evaluate_predictions(
         network,
         fitted["splits"],
@@ -208,7 +210,6 @@ def evaluate(fitted: dict, out: Path, network: Path, *, baseline: bool = True) -
         n_boot=20,
         seed=3,
         baseline_path=fitted["slices.parquet"] if baseline else None,
-        baseline_table_out=out / "table2_baseline_patient.tsv" if baseline else None,
     )
 
 
@@ -235,9 +236,11 @@ def test_baseline_section_is_scored_like_the_network(evaluated, fitted, tmp_path
     document = evaluated["document"]
     written = json.loads((evaluated["out"] / "metrics.json").read_text())
     assert written == document
-    assert set(document) == {"patient", "slice", "baseline"}
+    assert set(document) == {"splits", "patient", "slice", "baseline"}
     network = {level: document[level] for level in ("patient", "slice")}
-    assert _keys(document["baseline"]) == _keys(network)
+    assert document["baseline"]["splits"] == document["splits"]
+    baseline = {level: document["baseline"][level] for level in ("patient", "slice")}
+    assert _keys(baseline) == _keys(network)
     assert document["baseline"]["patient"]["test"]["macro_auc"] > 0.9
     assert document["patient"]["test"]["macro_auc"] < 0.9
     # The same code: the baseline evaluated as if it were the network gives the same section.

@@ -30,7 +30,7 @@ from glioma.constants import CLASSES
 from glioma.dataset.splits import slice_split
 from glioma.errors import InputError
 from glioma.model.evaluate import evaluate_predictions
-from glioma.model.predict import PROB_COLUMNS, predict_slices
+from glioma.model.predict import PROB_COLUMNS, UNCERTAINTY_COLUMNS, predict_slices
 from glioma.model.training import train_classifier
 
 torch.set_num_threads(1)
@@ -242,7 +242,9 @@ def test_predictions_cover_every_patient(trained, data):
         "predicted_class",
         "n_slices",
         "split",
+        *UNCERTAINTY_COLUMNS,
     ]
+    assert (patients["model"] == "single").all() and (patients["n_models"] == 1).all()
     merged = patients.merge(manifest, on=["cohort", "patient"], suffixes=("", "_m"))
     assert (merged["split"] == merged["split_m"]).all()
     np.testing.assert_allclose(patients[list(PROB_COLUMNS)].sum(1), 1, atol=1e-5)
@@ -286,7 +288,8 @@ def test_metrics_json_shape_and_values_agree_with_sklearn(trained):
     patient_rows = labelled.groupby(["split", "cohort", "patient", "class"], as_index=False)[
         list(PROB_COLUMNS)
     ].mean()
-    assert set(metrics) == {"patient", "slice"}
+    assert set(metrics) == {"splits", "patient", "slice"}
+    assert metrics["splits"] == ["train", "val", "test"]
     for level, frame in (("patient", patient_rows), ("slice", labelled)):
         assert set(metrics[level]) == {"train", "val", "test"}
         for split in ("train", "val", "test"):
