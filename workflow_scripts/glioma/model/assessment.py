@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from glioma.constants import CLASSES, CV_SPLIT
+from glioma.dataset.folds import fold_ids
 from glioma.model.calibration import apply_temperature, class_ece, fit_temperature, nll
 from glioma.model.metrics import classification_metrics
 from glioma.model.predict import PROB_COLUMNS
@@ -81,8 +82,6 @@ def fold_section(
     development = splits[splits["split"] == CV_SPLIT]
     if development.empty:
         return None
-    from glioma.dataset.folds import fold_ids
-
     order = fold_ids(splits)
     keys = development["cohort"] + "/" + development["patient"]
     rows = fold_rows(patients, dict(zip(keys, development["fold"], strict=True)), order)
