@@ -18,9 +18,25 @@ os.environ.update(
 
 from glioma.constants import SAFE_ID, SEQUENCES  # noqa: E402
 from glioma.failures import failure_report, find_failures  # noqa: E402
+from glioma.model import bundle as model_bundle  # noqa: E402
 from glioma.samples import IMAGE_COLUMNS, validate_sheet  # noqa: E402
 
 validate(config, "../schemas/config.schema.yaml")
+
+#: A prediction-only run's model bundle (predict.bundle), checked now so that a tampered or
+#: incompatible bundle fails before any preprocessing; its input settings replace config.yaml's.
+BUNDLE = None
+if config["predict"]["bundle"]:
+    BUNDLE = model_bundle.verify(config["predict"]["bundle"])
+    _changed = model_bundle.apply_settings(
+        config, workflow.config_settings.overwrite_config, BUNDLE
+    )
+    logger.info(
+        f"predicting with model bundle {BUNDLE['id'][:12]} ({', '.join(BUNDLE['models'])}); "
+        f"settings from the bundle: {', '.join(_changed) or 'none differ from config.yaml'}"
+    )
+#: The bundle a run's pages and saliency maps use: the one given, or the one this run writes.
+BUNDLE_DIR = BUNDLE["path"] if BUNDLE else "results/bundle"
 
 SHEET_RESULT = validate_sheet(
     config["samples"], min_age_exclusive=config["inclusion"]["min_age_exclusive"]
@@ -119,8 +135,11 @@ def labelled_cohorts():
 
 def fold_ids():
     """The cross-validation folds: "0".."K-1" (split.folds K), the labelled cohorts
-    (split.level cohort without test_cohorts: leave-one-cohort-out), or none (one split).
+    (split.level cohort without test_cohorts: leave-one-cohort-out), or none (one split,
+    or a prediction-only run).
     """
+    if BUNDLE:
+        return []
     split = config["split"]
     if split["level"] == "cohort" and not split["test_cohorts"]:
         return labelled_cohorts()
@@ -129,7 +148,10 @@ def fold_ids():
 
 def eval_splits():
     """The splits scored: cv (out-of-fold) and test under cross-validation, else
-    train, val and test; leave-one-cohort-out has no test split."""
+    train, val and test; leave-one-cohort-out has no test split; a prediction-only run
+    scores its labelled (external) patients."""
+    if BUNDLE:
+        return ["external"]
     if not fold_ids():
         return ["train", "val", "test"]
     split = config["split"]
@@ -155,7 +177,13 @@ def fold_model_name(wildcards):
 
 
 def trained_models():
-    """The history and saved config of every trained model (one, or one per fold)."""
+    """The history and saved config of every trained model (one, or one per fold), or of
+    the bundle's models in a prediction-only run."""
+    if BUNDLE:
+        return {
+            "history": list(map(str, model_bundle.model_paths(BUNDLE, "history.csv").values())),
+            "config": f"{BUNDLE_DIR}/config.yaml",
+        }
     folds = fold_ids()
     if not folds:
         return {
@@ -206,8 +234,25 @@ def crops_of_cohort(wildcards):
     ]
 
 
+def bundle_models():
+    """Model name -> best.pt of the models a training run bundles (one, or one per fold)."""
+    folds = fold_ids()
+    if not folds:
+        return {"single": "results/model/best.pt"}
+    return {f"fold-{fold}": f"results/model/folds/{fold}/best.pt" for fold in folds}
+
+
+def qc_of_cohort(wildcards):
+    """The QC pictures of one cohort's patients."""
+    return [
+        f"results/qc/{wildcards.cohort}/{patient}.png"
+        for patient in patients_of(wildcards.cohort)
+    ]
+
+
 def final_targets():
-    """The default targets: QC pictures, tables, metrics, predictions and the HTML report."""
+    """The default targets: QC pictures, tables, metrics, predictions, the model bundle (of a
+    training run), a page and a saliency picture per patient, and the HTML report."""
     return [
         SHEET,
         EXCLUSIONS,
@@ -215,6 +260,8 @@ def final_targets():
         "results/cohort/table1.md",
         "results/metrics/metrics.json",
         "results/predictions/predictions.csv",
+        *([] if BUNDLE else ["results/bundle"]),
+        *expand("results/patients/{cohort}", cohort=cohorts()),
         "results/report.html",
     ]
 

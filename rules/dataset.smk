@@ -39,28 +39,51 @@ rule build_shards:
         "../workflow_scripts/build_shards.py"
 
 
-rule make_splits:
-    input:
-        sheet=SHEET,
-    output:
-        "results/splits.tsv",
-    log:
-        "logs/make_splits/make_splits.log",
-    benchmark:
-        "results/benchmarks/make_splits/make_splits.tsv"
-    conda:
-        "../envs/dataset.yaml"
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=5,
-    params:
-        level=config["split"]["level"],
-        method=config["split"]["method"],
-        strata=config["split"]["strata"],
-        ratios=config["split"]["ratios"],
-        seed=config["seed"],
-        test_cohorts=config["split"]["test_cohorts"],
-        folds=config["split"]["folds"],
-    script:
-        "../workflow_scripts/make_splits.py"
+if BUNDLE:
+
+    # A prediction-only run draws no split: labelled patients are an external test.
+    rule list_external_patients:
+        input:
+            sheet=SHEET,
+        output:
+            "results/splits.tsv",
+        log:
+            "logs/list_external_patients.log",
+        benchmark:
+            "results/benchmarks/list_external_patients.tsv"
+        conda:
+            "../envs/dataset.yaml"
+        threads: 1
+        resources:
+            mem_mb=1000,
+            runtime=5,
+        script:
+            "../workflow_scripts/list_external_patients.py"
+
+else:
+
+    rule make_splits:
+        input:
+            sheet=SHEET,
+        output:
+            "results/splits.tsv",
+        log:
+            "logs/make_splits/make_splits.log",
+        benchmark:
+            "results/benchmarks/make_splits/make_splits.tsv"
+        conda:
+            "../envs/dataset.yaml"
+        threads: 1
+        resources:
+            mem_mb=1000,
+            runtime=5,
+        params:
+            level=config["split"]["level"],
+            method=config["split"]["method"],
+            strata=config["split"]["strata"],
+            ratios=config["split"]["ratios"],
+            seed=config["seed"],
+            test_cohorts=config["split"]["test_cohorts"],
+            folds=config["split"]["folds"],
+        script:
+            "../workflow_scripts/make_splits.py"

@@ -121,7 +121,34 @@ use rule train_classifier as train_fold with:
         trained_with=training_identity(config),
 
 
-if FOLDS:
+if BUNDLE:
+
+    rule predict_with_bundle:
+        input:
+            shards=expand("results/shards/{cohort}", cohort=cohorts()),
+            splits="results/splits.tsv",
+            bundle=BUNDLE_DIR,
+        output:
+            slices="results/predictions/slices.parquet",
+            patients="results/predictions/predictions.csv",
+        log:
+            "logs/predict_with_bundle.log",
+        benchmark:
+            "results/benchmarks/predict_with_bundle.tsv"
+        conda:
+            "../envs/model.yaml"
+        threads: 4
+        resources:
+            mem_mb=8000,
+            runtime=120,
+        params:
+            bundle_id=BUNDLE["id"],
+            batch_size=config["model"]["batch_size"],
+            review_entropy=config["evaluate"]["review_entropy"],
+        script:
+            "../workflow_scripts/predict_with_bundle.py"
+
+elif FOLDS:
 
     rule ensemble_predictions:
         input:
@@ -200,7 +227,8 @@ rule evaluate_model:
         slices="results/predictions/slices.parquet",
         predictions="results/predictions/predictions.csv",
         splits="results/splits.tsv",
-        baseline="results/baseline/slices.parquet",
+        # A prediction-only run fits no baseline (it would train on the external patients).
+        baseline=[] if BUNDLE else "results/baseline/slices.parquet",
     output:
         metrics="results/metrics/metrics.json",
         table_patient="results/metrics/table2_patient.tsv",
@@ -247,5 +275,55 @@ rule evaluate_model:
         review_entropy=config["evaluate"]["review_entropy"],
         calibration_bins=config["evaluate"]["calibration_bins"],
         seed=config["seed"],
+        temperature=BUNDLE["temperature"] if BUNDLE else None,
     script:
         "../workflow_scripts/evaluate_model.py"
+
+
+rule write_bundle:
+    input:
+        models=list(bundle_models().values()),
+        history=trained_models()["history"],
+        model_config=trained_models()["config"],
+        splits="results/splits.tsv",
+        metrics="results/metrics/metrics.json",
+    output:
+        directory("results/bundle"),
+    log:
+        "logs/write_bundle.log",
+    benchmark:
+        "results/benchmarks/write_bundle.tsv"
+    conda:
+        "../envs/model.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        names=list(bundle_models()),
+    script:
+        "../workflow_scripts/write_bundle.py"
+
+
+rule explain_predictions:
+    input:
+        shards="results/shards/{cohort}",
+        predictions="results/predictions/predictions.csv",
+        bundle=BUNDLE_DIR,
+    output:
+        directory("results/saliency/{cohort}"),
+    log:
+        "logs/explain_predictions/{cohort}.log",
+    benchmark:
+        "results/benchmarks/explain_predictions/{cohort}.tsv"
+    conda:
+        "../envs/model.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    params:
+        saliency=config["saliency"],
+        seed=config["seed"],
+    script:
+        "../workflow_scripts/explain_predictions.py"

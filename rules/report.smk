@@ -41,6 +41,8 @@ rule render_report:
         uncertainty=expand("results/metrics/uncertainty_{split}.png", split=EVAL_SPLITS),
         folds_figure=["results/metrics/folds.png"] if FOLDS else [],
         qc=per_patient("results/qc/{cohort}/{patient}.png"),
+        bundle=BUNDLE_DIR,
+        saliency=expand("results/saliency/{cohort}", cohort=cohorts()),
     output:
         html=report(
             "results/report.html",
@@ -68,3 +70,28 @@ rule render_report:
         config=config,
     script:
         "../workflow_scripts/render_report.py"
+
+
+rule render_patient_pages:
+    input:
+        predictions="results/predictions/predictions.csv",
+        splits="results/splits.tsv",
+        qc=qc_of_cohort,
+        saliency="results/saliency/{cohort}",
+        bundle=BUNDLE_DIR,
+    output:
+        directory("results/patients/{cohort}"),
+    log:
+        "logs/render_patient_pages/{cohort}.log",
+    benchmark:
+        "results/benchmarks/render_patient_pages/{cohort}.tsv"
+    conda:
+        "../envs/report.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=20,
+    params:
+        review_entropy=config["evaluate"]["review_entropy"],
+    script:
+        "../workflow_scripts/render_patient_pages.py"

@@ -27,10 +27,11 @@ def main(smk) -> None:
         n_boot=smk.params.bootstrap,
         seed=smk.params.seed,
         aggregate=smk.params.aggregate,
-        baseline_path=smk.input.baseline,
+        baseline_path=smk.input.baseline or None,
         predictions_path=smk.input.predictions,
         review_threshold=smk.params.review_entropy,
         calibration_bins=smk.params.calibration_bins,
+        temperature=smk.params.temperature,
     )
 
 

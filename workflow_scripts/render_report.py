@@ -26,6 +26,9 @@ def main(smk) -> None:
         folds_figure=Path(smk.input.folds_figure[0]) if smk.input.folds_figure else None,
         qc=[Path(p) for p in smk.input.qc],
         config=dict(smk.params.config),
+        bundle=Path(smk.input.bundle),
+        saliency=[Path(p) for p in smk.input.saliency],
+        predicted_only=bool(smk.params.config["predict"]["bundle"]),
     )
     write_report(inputs, smk.output.html, smk.output.curves)
     log.info("wrote %s (%d QC mosaics)", smk.output.html, len(inputs.qc))

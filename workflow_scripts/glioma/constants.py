@@ -18,8 +18,12 @@ UNLABELLED_SPLIT = "unlabelled"
 #: Split of the development patients under cross-validation: each is predicted by the one fold
 #: model that did not see it (its ``fold`` column says which).
 CV_SPLIT = "cv"
-#: Splits that metrics are reported on, in report order (single split, or cross-validation).
-EVAL_SPLITS: tuple[str, ...] = ("train", "val", CV_SPLIT, "test")
+#: Split of the labelled patients of a prediction-only run (``predict.bundle``): an external
+#: test of a frozen model that never saw them.
+EXTERNAL_SPLIT = "external"
+#: Splits that metrics are reported on, in report order (single split, cross-validation, or a
+#: prediction-only run's external patients).
+EVAL_SPLITS: tuple[str, ...] = ("train", "val", CV_SPLIT, "test", EXTERNAL_SPLIT)
 
 #: Columns of ``results/model/history.csv``, one row per epoch; ``lr`` is the learning rate at
 #: the start of the epoch (it changes every step), ``seconds`` the epoch's training time.

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from glioma.constants import CLASSES, CV_SPLIT, SPLITS, UNLABELLED_SPLIT
+from glioma.constants import CLASSES, CV_SPLIT, EXTERNAL_SPLIT, SPLITS, UNLABELLED_SPLIT
 from glioma.dataset.folds import NO_FOLD, check_folds, deal_folds
 from glioma.dataset.hashing import stable_fraction
 from glioma.errors import InputError
@@ -117,7 +117,7 @@ def read_splits(path: str | Path) -> pd.DataFrame:
     """
     table = _read_tsv(path, SPLIT_COLUMNS, {"fold": NO_FOLD})
     _check_classes(table, path)
-    bad = ~table["split"].isin([*SPLITS, UNLABELLED_SPLIT, SLICE_SPLIT, CV_SPLIT])
+    bad = ~table["split"].isin([*SPLITS, UNLABELLED_SPLIT, SLICE_SPLIT, CV_SPLIT, EXTERNAL_SPLIT])
     if bad.any():
         first = table[bad].iloc[0]
         raise InputError(

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from glioma.constants import CLASSES, CV_SPLIT
+from glioma.constants import CLASSES, CV_SPLIT, EXTERNAL_SPLIT
 from glioma.dataset.folds import fold_ids
 from glioma.model.calibration import apply_temperature, class_ece, fit_temperature, nll
 from glioma.model.metrics import classification_metrics
@@ -98,20 +98,28 @@ def _split_arrays(patients: pd.DataFrame, split: str) -> tuple[np.ndarray, np.nd
 
 
 def calibration_section(
-    patients: pd.DataFrame, splits_shown: Sequence[str], *, fit_on: str, n_bins: int
+    patients: pd.DataFrame,
+    splits_shown: Sequence[str],
+    *,
+    fit_on: str,
+    n_bins: int,
+    temperature: float | None = None,
 ) -> dict[str, Any]:
     """ECE per class and NLL of every split, raw and temperature-scaled, and the temperature.
 
     Args:
         patients: patient-level rows.
         splits_shown: the splits to report.
-        fit_on: the split the temperature is fitted on (``val`` or ``cv``; never ``test``).
+        fit_on: the split the temperature is fitted on (``val`` or ``cv``; never ``test`` or
+            ``external``), or ``bundle`` with ``temperature`` given.
         n_bins: reliability bins.
+        temperature: a temperature fitted elsewhere (a model bundle's), used as it is.
     """
-    if fit_on == "test":
-        raise ValueError("the temperature must not be fitted on the test patients")
-    labels, probs = _split_arrays(patients, fit_on)
-    temperature = fit_temperature(probs, labels)
+    if fit_on in ("test", EXTERNAL_SPLIT):
+        raise ValueError(f"the temperature must not be fitted on the {fit_on} patients")
+    if temperature is None:
+        labels, probs = _split_arrays(patients, fit_on)
+        temperature = fit_temperature(probs, labels)
     section: dict[str, Any] = {
         "fitted_on": fit_on,
         "temperature": float(temperature),

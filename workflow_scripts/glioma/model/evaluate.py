@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from glioma.constants import CLASSES, CV_SPLIT, EVAL_SPLITS, SPLITS
+from glioma.constants import CLASSES, CV_SPLIT, EVAL_SPLITS, EXTERNAL_SPLIT, SPLITS
 from glioma.dataset.splits import read_splits
 from glioma.errors import InputError
 from glioma.io import atomic_path
@@ -47,6 +47,7 @@ NOTES = {
     "val": "validation (used for early stopping)",
     "test": "held-out test",
     CV_SPLIT: "out-of-fold (each patient by the fold model that never saw it)",
+    EXTERNAL_SPLIT: "external (a frozen model bundle that never saw them)",
 }
 TABLE_COLUMNS = ("split", "note", "class", "n", *CLASS_KEYS, "auc_95ci", "accuracy")
 
@@ -90,8 +91,11 @@ def patient_level(slices: pd.DataFrame) -> pd.DataFrame:
 def splits_of(splits: pd.DataFrame) -> tuple[str, ...]:
     """The splits a run is scored on: ``cv`` and test under cross-validation, else train/val/test.
 
-    Leave-one-cohort-out has no test split (every cohort is held out in turn).
+    Leave-one-cohort-out has no test split (every cohort is held out in turn); a
+    prediction-only run scores its ``external`` patients only.
     """
+    if (splits["split"] == EXTERNAL_SPLIT).any():
+        return (EXTERNAL_SPLIT,)
     if not (splits["split"] == CV_SPLIT).any():
         return SPLITS
     return (CV_SPLIT, "test") if (splits["split"] == "test").any() else (CV_SPLIT,)
@@ -304,6 +308,7 @@ def evaluate_predictions(
     predictions_path: str | Path | None = None,
     review_threshold: float = 0.6,
     calibration_bins: int = 10,
+    temperature: float | None = None,
 ) -> dict[str, Any]:
     """Evaluate slices.parquet against the manifest and write metrics, tables and figures.
 
@@ -326,6 +331,8 @@ def evaluate_predictions(
             for the ``calibration`` and ``uncertainty`` sections; None for neither.
         review_threshold: ``evaluate.review_entropy``.
         calibration_bins: ``evaluate.calibration_bins``.
+        temperature: a model bundle's temperature (prediction-only runs), used as it is
+            instead of one fitted on this run's val or out-of-fold patients.
 
     Returns:
         The metrics document written.
@@ -351,9 +358,9 @@ def evaluate_predictions(
     uncertainty = {}
     if predictions_path is not None:
         uncertainty = read_uncertainty(predictions_path)
-        fit_on = CV_SPLIT if CV_SPLIT in shown else "val"
+        fit_on = "bundle" if temperature is not None else CV_SPLIT if CV_SPLIT in shown else "val"
         document["calibration"] = calibration_section(
-            patients, shown, fit_on=fit_on, n_bins=calibration_bins
+            patients, shown, fit_on=fit_on, n_bins=calibration_bins, temperature=temperature
         )
         document["uncertainty"] = uncertainty_section(
             patients, uncertainty, shown, threshold=review_threshold
@@ -383,6 +390,10 @@ def _write_tables(document: dict[str, Any], outs: dict[str, str | Path], *, leak
     tables = [(document[level], outs[level]) for level in LEVELS]
     if "baseline" in document and outs.get("baseline"):
         tables.append((document["baseline"]["patient"], outs["baseline"]))
+    elif outs.get("baseline"):
+        # No baseline (a prediction-only run): the table has its header only.
+        with atomic_path(outs["baseline"]) as tmp:
+            pd.DataFrame(columns=list(TABLE_COLUMNS)).to_csv(tmp, sep="\t", index=False)
     for values, out in tables:
         with atomic_path(out) as tmp:
             table2(values, leaky=leaky).to_csv(tmp, sep="\t", index=False, na_rep="")

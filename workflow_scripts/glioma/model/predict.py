@@ -146,22 +146,17 @@ def predict_slices(
         The patient table written to ``patients_out``.
     """
     splits = read_splits(splits_path)
-    ratios, seed = config["split"]["ratios"], int(config["seed"])
     torch_device = pick_device(device)
     model = load_classifier(checkpoint_path, torch_device)
-    batch_size = int(config["model"]["batch_size"])
-    slices, patients = [], []
-    for cohort, patient, images, slice_index in iter_patient_batches(shard_dirs):
-        probs = predict_images(model, images, torch_device, batch_size)
-        class_name, per_slice = slice_splits(
-            splits, cohort, patient, slice_index, ratios=ratios, seed=seed
-        )
-        slices.append(slice_rows(cohort, patient, slice_index, probs, class_name, per_slice))
-        listed = splits[(splits["cohort"] == cohort) & (splits["patient"] == patient)]
-        split = str(listed["split"].iloc[0]) if len(listed) else UNLISTED_SPLIT
-        patients.append(patient_row(cohort, patient, probs, split))
-    _warn_missing(splits, patients)
-    slice_table = pd.concat(slices, ignore_index=True) if slices else _empty_slices()
+    slice_table, patients = predict_model(
+        model,
+        shard_dirs,
+        splits,
+        device=torch_device,
+        batch_size=int(config["model"]["batch_size"]),
+        ratios=config["split"]["ratios"],
+        seed=int(config["seed"]),
+    )
     patient_table = with_uncertainty(
         pd.DataFrame(patients, columns=list(PATIENT_COLUMNS)),
         model_name,
@@ -173,6 +168,32 @@ def predict_slices(
         patient_table.to_csv(tmp, index=False)
     log.info("predicted %d slices of %d patients", len(slice_table), len(patient_table))
     return patient_table
+
+
+def predict_model(
+    model: nn.Module,
+    shard_dirs: Sequence[str | Path],
+    splits: pd.DataFrame,
+    *,
+    device: torch.device,
+    batch_size: int,
+    ratios: Mapping[str, float],
+    seed: int,
+) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    """One model's slice table and patient rows over every patient of the shards."""
+    slices, patients = [], []
+    for cohort, patient, images, slice_index in iter_patient_batches(shard_dirs):
+        probs = predict_images(model, images, device, batch_size)
+        class_name, per_slice = slice_splits(
+            splits, cohort, patient, slice_index, ratios=ratios, seed=seed
+        )
+        slices.append(slice_rows(cohort, patient, slice_index, probs, class_name, per_slice))
+        listed = splits[(splits["cohort"] == cohort) & (splits["patient"] == patient)]
+        split = str(listed["split"].iloc[0]) if len(listed) else UNLISTED_SPLIT
+        patients.append(patient_row(cohort, patient, probs, split))
+    _warn_missing(splits, patients)
+    table = pd.concat(slices, ignore_index=True) if slices else _empty_slices()
+    return table, patients
 
 
 def _empty_slices() -> pd.DataFrame:

@@ -25,7 +25,7 @@ import glioma
 from glioma.constants import CV_SPLIT, EVAL_SPLITS
 from glioma.errors import InputError
 from glioma.io import atomic_path
-from glioma.report import figures, table1, tables, trust
+from glioma.report import explained, figures, table1, tables, trust
 
 TEMPLATES = Path(__file__).parent / "templates"
 #: Packages whose versions the page lists (those absent from the report's environment say so).
@@ -77,13 +77,20 @@ class ReportInputs:
     uncertainty: Sequence[Path] = ()
     folds_table: Path | None = None
     folds_figure: Path | None = None
+    bundle: Path | None = None
+    saliency: Sequence[Path] = ()
+    predicted_only: bool = False
 
     def histories(self) -> dict[str, Path]:
         """Label -> history.csv: ``model`` for one, ``fold <id>`` (its folder) for several."""
         paths = [self.history] if isinstance(self.history, str | Path) else list(self.history)
         if len(paths) == 1:
             return {"model": Path(paths[0])}
-        return {f"fold {Path(p).parent.name}": Path(p) for p in paths}
+        names = [Path(p).parent.name for p in paths]
+        return {
+            name if name.startswith("fold-") else f"fold {name}": Path(p)
+            for name, p in zip(names, paths, strict=True)
+        }
 
 
 def package_versions(names: Sequence[str] = VERSION_PACKAGES) -> list[tuple[str, str]]:
@@ -233,6 +240,20 @@ def _trust_context(inputs: ReportInputs, metrics: dict[str, Any]) -> dict[str, A
     }
 
 
+def _explained_context(inputs: ReportInputs) -> dict[str, Any]:
+    """The model bundle and saliency sections (None where the run has neither)."""
+    bundle = (
+        explained.bundle_context(inputs.bundle, predicted_only=inputs.predicted_only)
+        if inputs.bundle
+        else None
+    )
+    saliency = None
+    if inputs.saliency:
+        raw = pd.read_csv(inputs.predictions, dtype=str, keep_default_na=False)
+        saliency = explained.saliency_context(inputs.saliency, raw)
+    return {"bundle": bundle, "saliency": saliency, "predicted_only": inputs.predicted_only}
+
+
 def build_context(inputs: ReportInputs, curves_png: bytes) -> dict[str, Any]:
     """Read every input and return what the template shows."""
     sheet = tables.read_table(inputs.sheet, ("patient", "cohort", "class"))
@@ -262,6 +283,7 @@ def build_context(inputs: ReportInputs, curves_png: bytes) -> dict[str, Any]:
         "roc": roc,
         "confusion": split_figures(inputs.confusion, "confusion", metrics),
         **_trust_context(inputs, metrics),
+        **_explained_context(inputs),
         "predictions": _frame(predictions, mark=("review", tables.REVIEW_FLAG, "review")),
         "n_review": int((predictions["review"] == tables.REVIEW_FLAG).sum()),
         "qc": qc_items(inputs.qc),

@@ -1,0 +1,90 @@
+"""One cohort's patient pages from the run's outputs (:mod:`glioma.report.patient_page`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from glioma.dataset.splits import read_splits
+from glioma.dataset.writer import atomic_dir
+from glioma.model.explain import read_index
+from glioma.report.explained import read_bundle
+from glioma.report.patient_page import PatientPage, write_patient_page
+
+#: The bundle fields a page shows.
+BUNDLE_FIELDS = ("id", "created", "models", "classes", "training_cohort", "temperature")
+
+
+def bundle_identity(bundle_dir: str | Path) -> dict:
+    """The bundle's identity as a page shows it."""
+    import glioma
+
+    bundle = read_bundle(bundle_dir)
+    identity = {key: bundle.get(key) for key in BUNDLE_FIELDS}
+    identity["model_name"] = bundle.get("settings", {}).get("model.name", "")
+    identity["workflow_version"] = bundle.get("packages", {}).get("glioma", glioma.__version__)
+    return identity
+
+
+def write_cohort_pages(
+    cohort: str,
+    predictions_path: str | Path,
+    out_dir: str | Path,
+    *,
+    splits_path: str | Path,
+    qc: Sequence[str | Path],
+    saliency_dir: str | Path,
+    bundle_dir: str | Path,
+    review_threshold: float,
+) -> list[Path]:
+    """Write ``out_dir/{patient}.html`` for every predicted patient of ``cohort`` (atomically).
+
+    Args:
+        cohort: the cohort.
+        predictions_path: ``results/predictions/predictions.csv``.
+        splits_path: ``results/splits.tsv`` (each patient's true class, "" when unknown).
+        out_dir: ``results/patients/{cohort}``.
+        qc: the cohort's ``results/qc/{cohort}/{patient}.png``.
+        saliency_dir: ``results/saliency/{cohort}`` (pictures and index.json).
+        bundle_dir: the model bundle that made the predictions.
+        review_threshold: ``evaluate.review_entropy``.
+
+    Returns:
+        The pages written (under their final paths).
+    """
+    predictions = pd.read_csv(predictions_path, dtype={"cohort": str, "patient": str})
+    predictions = predictions[predictions["cohort"] == cohort]
+    splits = read_splits(splits_path)
+    truth = dict(
+        zip(
+            splits["patient"][splits["cohort"] == cohort],
+            splits["class"][splits["cohort"] == cohort],
+            strict=True,
+        )
+    )
+    qc_of = {Path(p).stem: Path(p) for p in qc}
+    index = read_index(saliency_dir)["patients"]
+    identity = bundle_identity(bundle_dir)
+    written = []
+    with atomic_dir(out_dir) as tmp:
+        for row in predictions.to_dict("records"):
+            patient = row["patient"]
+            row["class"] = truth.get(patient, "")
+            entry = index.get(patient)
+            page = PatientPage(
+                cohort=cohort,
+                patient=patient,
+                prediction=row,
+                qc_png=qc_of.get(patient, Path(out_dir).parent / "missing" / f"{patient}.png"),
+                saliency_png=Path(saliency_dir) / f"{patient}.png" if entry else None,
+                saliency_method=entry["method"] if entry else "",
+                slices=entry["slices"] if entry else [],
+                shown_slices=entry["shown"] if entry else [],
+                bundle=identity,
+                review_threshold=review_threshold,
+            )
+            write_patient_page(page, tmp / f"{patient}.html")
+            written.append(Path(out_dir) / f"{patient}.html")
+    return written
