@@ -181,7 +181,9 @@ def trained_models():
     the bundle's models in a prediction-only run."""
     if BUNDLE:
         return {
-            "history": list(map(str, model_bundle.model_paths(BUNDLE, "history.csv").values())),
+            "history": list(
+                map(str, model_bundle.model_paths(BUNDLE, "history.csv").values())
+            ),
             "config": f"{BUNDLE_DIR}/config.yaml",
         }
     folds = fold_ids()

@@ -133,7 +133,7 @@ def test_changed_weights_are_refused_naming_the_file(bundle_dir: Path) -> None:
     torch.save(record, weights)
     with pytest.raises(InputError, match=r"fold-1/weights\.pt.*differs from the checksum"):
         model_bundle.verify(bundle_dir)
-    with pytest.raises(InputError, match="weights.pt"):
+    with pytest.raises(InputError, match=r"weights\.pt"):
         model_bundle.load_models(bundle_dir)
 
 
