@@ -33,6 +33,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 #: Stage outputs that do not depend on the seed once preprocessing is fixed.
 KEPT = ("cohort", "preprocessed", "crops", "shards", "qc", "n4", "registered", "brain")
+RECORDS = REPO / "benchmarks" / "cv_runs"
 MODES = {
     "single": ["config/demo.yaml"],
     "cv5": ["config/demo.yaml", "config/demo_cv.yaml"],
@@ -64,14 +65,17 @@ def run(mode: str, seed: int, samples: Path, workdir: Path) -> float:
     return time.perf_counter() - start
 
 
-def row(mode: str, seed: int, wall: float, metrics: dict) -> dict:
+def row(mode: str, seed: int, wall: float | None, metrics: dict) -> dict:
     """The figures of one run."""
     patient = metrics["patient"]
-    out = {"mode": mode, "seed": seed, "wall_min": round(wall / 60, 2)}
+    out = {"mode": mode, "seed": seed, "wall_min": None if wall is None else round(wall / 60, 2)}
     out["test_n"] = patient["test"]["n"]
     out["test_auc"] = patient["test"]["macro_auc"]
     out["cv_n"] = patient.get("cv", {}).get("n")
     out["cv_auc"] = patient.get("cv", {}).get("macro_auc")
+    baseline = metrics.get("baseline", {}).get("patient", {})
+    out["baseline_test_auc"] = baseline.get("test", {}).get("macro_auc")
+    out["baseline_cv_auc"] = baseline.get("cv", {}).get("macro_auc")
     folds = (metrics.get("cv") or {}).get("summary", {}).get("macro_auc", {})
     out["fold_auc_mean"], out["fold_auc_sd"] = folds.get("mean"), folds.get("sd")
     calibration = metrics["calibration"]["splits"]["test"]
@@ -85,6 +89,19 @@ def row(mode: str, seed: int, wall: float, metrics: dict) -> dict:
         review["accuracy_unflagged"],
     )
     return out
+
+
+def recorded_rows() -> list[dict]:
+    """One row per run recorded under ``cv_runs/`` (a wall time only where ``wall.json`` is:
+    runs measured beside other work have none)."""
+    rows = []
+    for folder in sorted(RECORDS.glob("*_seed*")):
+        mode, seed = folder.name.rsplit("_seed", 1)
+        metrics = json.loads((folder / "metrics.json").read_text())
+        wall_file = folder / "wall.json"
+        wall = json.loads(wall_file.read_text())["seconds"] if wall_file.is_file() else None
+        rows.append(row(mode, int(seed), wall, metrics))
+    return sorted(rows, key=lambda r: (r["mode"], r["seed"]))
 
 
 def fmt(value) -> str:
@@ -108,19 +125,23 @@ def main() -> None:
     parser.add_argument("--samples", type=Path, required=True, help="the demo's samples.tsv")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--work", type=Path, default=REPO / "bench_runs" / "cv")
+    parser.add_argument(
+        "--summarise", action="store_true", help="run nothing: tabulate the recorded runs"
+    )
     args = parser.parse_args()
-    rows = []
-    for seed in args.seeds:
+    seeds = [] if args.summarise else args.seeds
+    for seed in seeds:
         for mode in MODES:
             workdir = args.work / f"{mode}_seed{seed}"
             prepare(args.base.resolve(), workdir)
             wall = run(mode, seed, args.samples.resolve(), workdir)
             metrics = json.loads((workdir / "results" / "metrics" / "metrics.json").read_text())
-            record = REPO / "benchmarks" / "cv_runs" / f"{mode}_seed{seed}"
+            record = RECORDS / f"{mode}_seed{seed}"
             record.mkdir(parents=True, exist_ok=True)
             (record / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
-            rows.append(row(mode, seed, wall, metrics))
-            print(rows[-1], flush=True)
+            (record / "wall.json").write_text(json.dumps({"seconds": round(wall, 1)}) + "\n")
+            print(row(mode, seed, wall, metrics), flush=True)
+    rows = recorded_rows()
     columns = list(rows[0])
     print("| " + " | ".join(columns) + " |")
     print("|" + "---|" * len(columns))

@@ -24,6 +24,7 @@ from conftest import ADDED_COHORT, planned_jobs, run_snakemake, write_config
 
 from glioma.constants import SEQUENCES
 from glioma.io import read_image
+from glioma.model.saliency import METHODS
 
 PROBS = ["p_IDHwt", "p_IDHmut-codel", "p_IDHmut-intact"]
 TRAINING_RULES = {"train_classifier", "train_fold", "fit_baseline", "make_splits", "write_bundle"}
@@ -100,7 +101,8 @@ def test_every_patient_gets_prediction_saliency_and_page(predicted: dict) -> Non
         page = (results / "patients" / cohort / f"{patient}.html").read_text()
         assert patient in page and "not a medical device" in page.lower()
     index = json.loads((results / "saliency" / ADDED_COHORT / "index.json").read_text())
-    assert index["patients"][predicted["dicom"]]["method"] == "grad-cam"
+    # resnet10t's last stage is 1x1 at the tiny run's crop size: "auto" may pick occlusion
+    assert index["patients"][predicted["dicom"]]["method"] in METHODS
 
 
 def test_shared_patient_is_predicted_as_in_the_training_run(

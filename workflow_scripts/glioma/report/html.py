@@ -295,8 +295,9 @@ def build_context(inputs: ReportInputs, curves_png: bytes) -> dict[str, Any]:
     }
 
 
-def render_html(context: Mapping[str, Any]) -> str:
-    """Render the page template with ``context`` (every value escaped unless marked safe)."""
+def render_template(name: str, context: Mapping[str, Any]) -> str:
+    """Render the template ``name`` of ``templates/`` with ``context`` (every value escaped
+    unless marked safe; an undefined name is an error, not an empty string)."""
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),
         autoescape=True,
@@ -304,7 +305,12 @@ def render_html(context: Mapping[str, Any]) -> str:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    return environment.get_template("report.html.j2").render(**context)
+    return environment.get_template(name).render(**context)
+
+
+def render_html(context: Mapping[str, Any]) -> str:
+    """Render the report's page template with ``context``."""
+    return render_template("report.html.j2", context)
 
 
 def write_report(inputs: ReportInputs, html_path: str | Path, curves_path: str | Path) -> None:

@@ -1,0 +1,245 @@
+"""Per-patient HTML pages: content, escaping, self-containment, errors and atomic writes."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from glioma.errors import InputError
+from glioma.report import html
+from glioma.report.patient_page import (
+    DISCLAIMER,
+    PatientPage,
+    page_context,
+    render_patient_page,
+    write_patient_page,
+    write_patient_pages,
+)
+
+BUNDLE = {
+    "id": "0123456789abcdef" * 4,
+    "created": "2024-05-01T12:00:00+00:00",
+    "models": ["fold-0", "fold-1"],
+    "model_name": "resnet10t",
+    "classes": ["IDHwt", "IDHmut-codel", "IDHmut-intact"],
+    "workflow_version": "1.2.3",
+    "training_cohort": {"cv": {"SITE-A": {"IDHwt": 3, "IDHmut-codel": 2}}},
+    "temperature": 1.5,
+}
+
+
+def write_png(path: Path, colour: tuple[int, int, int] = (200, 30, 30)) -> Path:
+    """A tiny PNG at ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (4, 3), colour).save(path)
+    return path
+
+
+def row(**changes: Any) -> dict[str, Any]:
+    """A one-model prediction row of predictions.csv."""
+    base = {
+        "patient": "P001",
+        "cohort": "SITE-A",
+        "p_IDHwt": 0.712,
+        "p_IDHmut-codel": 0.2,
+        "p_IDHmut-intact": 0.088,
+        "predicted_class": "IDHwt",
+        "n_slices": 24,
+        "split": "test",
+        "model": "single",
+        "n_models": 1,
+        "sd": math.nan,
+        "entropy": 0.76,
+        "normalised_entropy": 0.69,
+        "mutual_information": math.nan,
+        "review": False,
+        "class": "IDHwt",
+    }
+    return base | changes
+
+
+@pytest.fixture
+def page(tmp_path: Path) -> PatientPage:
+    return PatientPage(
+        cohort="SITE-A",
+        patient="P001",
+        prediction=row(),
+        qc_png=write_png(tmp_path / "qc" / "SITE-A" / "P001.png"),
+        saliency_png=write_png(tmp_path / "saliency" / "SITE-A" / "P001.png", (0, 0, 255)),
+        saliency_method="grad-cam",
+        slices=[40, 41, 42, 43, 47],
+        shown_slices=[41, 47],
+        bundle=BUNDLE,
+        review_threshold=0.8,
+    )
+
+
+def with_row(page: PatientPage, **changes: Any) -> PatientPage:
+    return dataclasses.replace(page, prediction=row(**changes))
+
+
+def test_disclaimer_prediction_and_probabilities(page: PatientPage) -> None:
+    html = render_patient_page(page)
+    assert "not a medical device" in DISCLAIMER and "care" in DISCLAIMER
+    assert html.index(DISCLAIMER) < html.index("<h1>")  # at the top
+    assert "Patient P001 (SITE-A)" in html
+    assert re.search(r'id="predicted-class">IDHwt<', html)
+    for value in ("0.712", "0.200", "0.088"):
+        assert value in html
+    assert 'class="predicted"><td>IDHwt (predicted)' in html
+    assert "width: 71.2%" in html
+    assert "single model" in html
+    assert "the prediction matches" in html
+    assert "T = 1.500" in html
+
+
+def test_bundle_identity(page: PatientPage) -> None:
+    html = render_patient_page(page)
+    assert ">0123456789ab</code>" in html
+    assert "resnet10t" in html and "fold-0, fold-1" in html and "1.2.3" in html
+    table = page_context(page)["bundle"]["cohort"]
+    assert table["columns"] == [
+        "split",
+        "cohort",
+        "IDHwt",
+        "IDHmut-codel",
+        "IDHmut-intact",
+        "total",
+    ]
+    assert table["rows"] == [["cv", "SITE-A", "3", "2", "0", "5"]]
+    flat = dataclasses.replace(page, bundle=BUNDLE | {"training_cohort": {"X": {"IDHwt": 1}}})
+    assert page_context(flat)["bundle"]["cohort"]["rows"] == [["X", "1", "0", "0", "1"]]
+
+
+def test_review_box_only_when_flagged(page: PatientPage) -> None:
+    assert 'id="review"' not in render_patient_page(page)
+    for flag in (True, "True", "REVIEW"):
+        html = render_patient_page(with_row(page, review=flag, normalised_entropy=0.912))
+        assert 'id="review"' in html
+        assert "normalised entropy 0.912 above threshold 0.800" in html
+
+
+def test_one_model_measures_are_na(page: PatientPage) -> None:
+    html = render_patient_page(page)
+    assert html.count("n/a (one model)") == 2  # SD and mutual information
+    ensemble = with_row(page, model="ensemble", n_models=5, sd=0.05, mutual_information=0.01)
+    html = render_patient_page(ensemble)
+    assert "n/a (one model)" not in html
+    assert "ensemble of 5 models" in html and "0.050" in html
+
+
+def test_strings_are_escaped(page: PatientPage) -> None:
+    odd = dataclasses.replace(page, cohort="A&B", prediction=row(**{"class": "x&y"}))
+    html = render_patient_page(odd)
+    assert "A&amp;B" in html and "x&amp;y" in html
+    assert "A&B" not in html and "x&y" not in html
+    assert "the prediction does not match" in html
+
+
+def test_self_contained(page: PatientPage) -> None:
+    html = render_patient_page(page)
+    assert "Content-Security-Policy" in html and "default-src 'none'" in html
+    sources = re.findall(r'src="([^"]*)"', html)
+    assert len(sources) == 2 and all(s.startswith("data:image/png;base64,") for s in sources)
+    text = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]*", "", html).lower()
+    assert "http" not in text.replace('http-equiv="content-security-policy"', "")
+    assert "<script" not in text and "url(" not in text and "//" not in text
+    assert "grad-cam" in html and "slices 41, 47" in html and "z = 40-43, 47" in html
+
+
+def test_no_saliency(page: PatientPage) -> None:
+    bare = dataclasses.replace(page, saliency_png=None, slices=[], shown_slices=[])
+    html = render_patient_page(bare)
+    assert "No saliency map for this patient." in html
+    assert "Slices used by the model: 24." in html
+    assert html.count('src="data:') == 1
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_training_split_note(page: PatientPage, split: str) -> None:
+    html = render_patient_page(with_row(page, split=split))
+    assert 'id="training-note"' in html and "not an independent test" in html
+
+
+@pytest.mark.parametrize("split", ["test", "cv", "external", "unlabelled"])
+def test_held_out_split_has_no_training_note(page: PatientPage, split: str) -> None:
+    html = render_patient_page(with_row(page, split=split, **{"class": ""}))
+    assert 'id="training-note"' not in html and "not an independent test" not in html
+    assert "true class</th><td>unknown" in html
+
+
+def test_missing_pictures_raise(page: PatientPage, tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere" / "P001.png"
+    for field in ("qc_png", "saliency_png"):
+        with pytest.raises(InputError) as caught:
+            render_patient_page(dataclasses.replace(page, **{field: missing}))
+        assert caught.value.patient == "P001"
+        assert str(missing) in str(caught.value) and "P001" in str(caught.value)
+
+
+def test_missing_probability_raises(page: PatientPage) -> None:
+    with pytest.raises(InputError, match="p_IDHmut-codel"):
+        page_context(with_row(page, **{"p_IDHmut-codel": ""}))
+
+
+def test_write_patient_pages(tmp_path: Path) -> None:
+    rows = [row(), row(patient="P002", review=True), row(cohort="SITE-B", patient="B01")]
+    for r in rows:
+        write_png(tmp_path / "qc" / r["cohort"] / f"{r['patient']}.png")
+    write_png(tmp_path / "saliency" / "SITE-A" / "P001.png")
+    index = {("SITE-A", "P001"): {"method": "occlusion", "slices": [3, 4], "shown": [4]}}
+    out = tmp_path / "patients"
+    paths = write_patient_pages(
+        pd.DataFrame(rows),
+        out,
+        qc_dir=tmp_path / "qc",
+        saliency_dir=tmp_path / "saliency",
+        saliency_index=index,
+        bundle=BUNDLE,
+        review_threshold=0.8,
+    )
+    expected = [
+        out / "SITE-A" / "P001.html",
+        out / "SITE-A" / "P002.html",
+        out / "SITE-B" / "B01.html",
+    ]
+    assert paths == expected
+    # Nothing else is left beside the pages: no temporaries.
+    assert sorted(out.rglob("*")) == sorted([*expected, out / "SITE-A", out / "SITE-B"])
+    assert "occlusion" in expected[0].read_text()
+    assert "No saliency map" in expected[1].read_text() and 'id="review"' in expected[1].read_text()
+
+
+def test_failed_write_leaves_old_page(page: PatientPage, tmp_path: Path) -> None:
+    target = tmp_path / "out" / "P001.html"
+    write_patient_page(page, target)
+    before = target.read_text()
+    with pytest.raises(InputError):
+        write_patient_page(dataclasses.replace(page, qc_png=tmp_path / "gone.png"), target)
+    assert target.read_text() == before
+    assert [p.name for p in target.parent.iterdir()] == ["P001.html"]
+
+
+def test_unsafe_id_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="safe ID"):
+        write_patient_pages(
+            pd.DataFrame([row(patient="../x")]),
+            tmp_path,
+            qc_dir=tmp_path,
+            saliency_dir=tmp_path,
+            saliency_index={},
+            bundle=BUNDLE,
+            review_threshold=0.8,
+        )
+
+
+def test_module_has_no_external_urls() -> None:
+    template = (html.TEMPLATES / "patient.html.j2").read_text()
+    assert "http://" not in template and "https://" not in template and "<script" not in template
