@@ -38,8 +38,10 @@ SECTIONS = {
     "confusion": "Confusion matrices",
     "calibration": "Calibration",
     "uncertainty": "Uncertainty and review",
+    "saliency": "Saliency",
     "predictions": "Predictions",
     "qc": "Quality control",
+    "bundle": "Model bundle",
     "config": "Configuration",
     "versions": "Package versions",
 }
@@ -177,12 +179,48 @@ def write_qc(root: Path) -> list[Path]:
     return qc
 
 
+def write_explained(root: Path) -> tuple[Path, list[Path]]:
+    """A model bundle's bundle.json and manifest, and each cohort's saliency pictures and index."""
+    bundle = root / "results/bundle"
+    bundle.mkdir(parents=True, exist_ok=True)
+    document = {
+        "created": "2026-12-03T00:00:00+00:00",
+        "models": ["single"],
+        "settings": {"model.name": "resnet10t"},
+        "temperature": 1.5,
+        "training_cohort": {"train": {"SITE-A": {"IDHwt": 1, "IDHmut-codel": 1}}},
+    }
+    (bundle / "bundle.json").write_text(json.dumps(document))
+    (bundle / "manifest.json").write_text(json.dumps({"files": {}}))
+    folders = []
+    for cohort in sorted({co for co, _, _, _ in PATIENTS}):
+        folder = root / f"results/saliency/{cohort}"
+        folder.mkdir(parents=True, exist_ok=True)
+        patients = {}
+        for k, (co, p, _, _) in enumerate(PATIENTS):
+            if co == cohort:
+                Image.new("RGB", (300, 200), (200, 30 * k, 40)).save(folder / f"{p}.png")
+                patients[p] = {
+                    "method": "grad-cam",
+                    "class": "IDHwt",
+                    "models": ["single"],
+                    "slices": [3, 4],
+                    "shown": [4],
+                }
+        sanity = [{"patient": next(iter(patients)), "rank_correlation": 0.12}]
+        index = {"bundle": "0" * 64, "patients": patients, "sanity": sanity}
+        (folder / "index.json").write_text(json.dumps(index))
+        folders.append(folder)
+    return bundle, folders
+
+
 def make_run(root: Path, *, level: str = "patient", leaky_flag: bool = False) -> html.ReportInputs:
     """Write every input of the report in the formats of docs/architecture.md."""
     split_of = {p: ("slice" if level == "slice" and c else s) for _, p, c, s in PATIENTS}
     cohort_dir = write_cohort(root, split_of)
     model = write_model(root)
     mdir = write_evaluation(root, split_of, leaky_flag)
+    bundle, saliency = write_explained(root)
     return html.ReportInputs(
         sheet=cohort_dir / "samples.tsv",
         exclusions=cohort_dir / "exclusions.tsv",
@@ -198,6 +236,8 @@ def make_run(root: Path, *, level: str = "patient", leaky_flag: bool = False) ->
         uncertainty=[mdir / f"uncertainty_{s}.png" for s in SPLITS],
         qc=write_qc(root),
         config={"samples": "x.tsv", "split": {"level": level}},
+        bundle=bundle,
+        saliency=saliency,
     )
 
 
@@ -223,7 +263,9 @@ def test_page_is_self_contained(report):
     links = re.findall(r'\b(?:src|href)\s*=\s*["\']?([^"\'\s>]+)', page)
     assert links
     assert not [x for x in links if re.match(r"(?i)(https?:)?//", x)]
-    assert all(x.startswith("#") for x in re.findall(r'href="([^"]*)"', page))
+    # in-page anchors, and the patients' own pages beside the report (files, never a network)
+    hrefs = re.findall(r'href="([^"]*)"', page)
+    assert all(x.startswith("#") or re.fullmatch(r"patients/[\w-]+/[\w-]+\.html", x) for x in hrefs)
     sources = re.findall(r'<img[^>]*\ssrc="([^"]*)"', page)
     assert sources and all(re.match(r"data:image/(png|jpeg);base64,", s) for s in sources)
     assert "<script" not in page.lower() and "@import" not in page and "url(" not in page
@@ -352,6 +394,15 @@ def per_patient(pattern):
 # Defined by rules/common.smk and rules/model.smk in the workflow: a one-split run.
 FOLDS = []
 EVAL_SPLITS = ["train", "val", "test"]
+BUNDLE_DIR = "results/bundle"
+
+
+def cohorts():
+    return sorted({{c for c, _ in {patients!r}}})
+
+
+def qc_of_cohort(wildcards):
+    return [f"results/qc/{{c}}/{{p}}.png" for c, p in {patients!r} if c == wildcards.cohort]
 
 
 def trained_models():
@@ -371,7 +422,10 @@ rule all:
 def test_rules_run_and_snakemake_report_works(tmp_path):
     make_run(tmp_path)
     (tmp_path / "results/cohort/table1.tsv").unlink()  # made by the rule this time
-    (tmp_path / "config.yaml").write_text("samples: x.tsv\nsplit:\n  level: patient\n")
+    (tmp_path / "config.yaml").write_text(
+        "samples: x.tsv\nsplit:\n  level: patient\npredict:\n  bundle: ''\n"
+        "evaluate:\n  review_entropy: 0.8\n"
+    )
     (tmp_path / "Snakefile").write_text(
         SNAKEFILE.format(
             scripts=str(ROOT / "workflow_scripts"),
@@ -389,6 +443,7 @@ def test_rules_run_and_snakemake_report_works(tmp_path):
         assert run.returncode == 0, run.stderr[-3000:]
     page = (tmp_path / "results/report.html").read_text(encoding="utf-8")
     assert 'id="table1"' in page and "Kruskal-Wallis" in page
+    assert 'id="saliency"' in page and 'id="bundle"' in page and "This run wrote the bundle" in page
     assert (tmp_path / "results/report/training_curves.png").stat().st_size > 0
     assert "Table 1" in (tmp_path / "results/cohort/table1.md").read_text(encoding="utf-8")
     assert (tmp_path / "logs/render_report.log").exists()

@@ -66,7 +66,8 @@ def bundle_context(bundle_dir: str | Path, *, predicted_only: bool) -> dict[str,
 def _order(predictions: pd.DataFrame) -> pd.DataFrame:
     """Held-out patients first, flagged ones first within them, then the rest."""
     rank = {split: i for i, split in enumerate(HELD_OUT)}
-    flagged = predictions["review"].astype(str).str.lower().isin(["true", "review", "1"])
+    review = predictions.get("review", pd.Series("", index=predictions.index))  # older tables
+    flagged = review.astype(str).str.lower().isin(["true", "review", "1"])
     keyed = predictions.assign(
         _rank=predictions["split"].map(rank).fillna(len(rank)), _flag=~flagged
     )
@@ -98,7 +99,7 @@ def saliency_context(
         sanity.extend(
             [cohort, s["patient"], _fmt(s["rank_correlation"])] for s in index.get("sanity", [])
         )
-    return {"items": items, "sanity": sanity, "methods": sorted(methods)}
+    return {"pictures": items, "sanity": sanity, "methods": sorted(methods)}
 
 
 def _read_index(folder: Path) -> dict[str, Any]:
