@@ -177,3 +177,27 @@ def test_explicit_conflicting_setting_is_an_error_naming_key_and_values(bundle_d
     # The same value given explicitly is no conflict.
     config["preprocess"]["crop"]["size"] = 32
     model_bundle.apply_settings(config, {"preprocess": {"crop": {"size": 32}}}, bundle)
+
+
+def test_every_scored_split_is_scored_with_its_own_bootstrap_seed() -> None:
+    """An external test (a prediction-only run) is scored like any split, the same patients
+    with another split name drawing other bootstrap resamples."""
+    import numpy as np
+
+    from glioma.constants import EVAL_SPLITS
+    from glioma.model.evaluate import level_metrics
+    from glioma.model.predict import PROB_COLUMNS
+
+    rng = np.random.default_rng(0)
+    labels = np.tile(np.arange(len(CLASSES)), 4)
+    probs = rng.dirichlet(np.ones(len(CLASSES)), size=labels.size)
+    frame = pd.DataFrame(probs, columns=list(PROB_COLUMNS))
+    frame["label"], frame["key"] = labels, [f"P{k}" for k in range(labels.size)]
+    scored = {}
+    for split in EVAL_SPLITS:
+        out = level_metrics(frame.assign(split=split), n_boot=50, seed=0, shown=(split,))
+        scored[split] = out[split]
+        assert out[split]["n"] == labels.size
+    assert scored["external"]["macro_auc"] == scored["test"]["macro_auc"]
+    intervals = {split: json.dumps(m["classes"], sort_keys=True) for split, m in scored.items()}
+    assert len(set(intervals.values())) == len(EVAL_SPLITS)

@@ -114,7 +114,7 @@ def level_metrics(
             part["key"].to_numpy(),
             n_boot=n_boot,
             # train, val, test keep the seeds they had before cross-validation existed.
-            seed=seed + (*SPLITS, CV_SPLIT).index(split),
+            seed=seed + (*SPLITS, CV_SPLIT, EXTERNAL_SPLIT).index(split),
         )
     return out
 
