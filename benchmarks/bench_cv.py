@@ -121,14 +121,16 @@ def spread(rows: list[dict], mode: str, key: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--base", type=Path, required=True, help="a finished demo run's folder")
-    parser.add_argument("--samples", type=Path, required=True, help="the demo's samples.tsv")
+    parser.add_argument("--base", type=Path, help="a finished demo run's folder")
+    parser.add_argument("--samples", type=Path, help="the demo's samples.tsv")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--work", type=Path, default=REPO / "bench_runs" / "cv")
     parser.add_argument(
         "--summarise", action="store_true", help="run nothing: tabulate the recorded runs"
     )
     args = parser.parse_args()
+    if not args.summarise and (args.base is None or args.samples is None):
+        parser.error("--base and --samples are needed to run (or --summarise)")
     seeds = [] if args.summarise else args.seeds
     for seed in seeds:
         for mode in MODES:
