@@ -121,6 +121,23 @@ def test_fit_temperature_without_two_classes_is_one(caplog: pytest.LogCaptureFix
     assert len(caplog.records) == 3 and "not fitted" in caplog.records[0].getMessage()
 
 
+def test_perfectly_separated_fitting_patients_hit_the_bound_with_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Seven validation patients all classified right (the demo's case): no optimum exists."""
+    labels = np.array([0, 1, 2, 0, 1, 2, 0])
+    probs = np.full((7, 3), 0.2)
+    probs[np.arange(7), labels] = 0.6
+    with caplog.at_level("WARNING", logger="glioma.model.calibration"):
+        fitted = fit_temperature(probs, labels)
+    assert fitted == pytest.approx(0.05, rel=0.01)
+    assert "at its search bound" in caplog.text and "7 fitting patients" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="glioma.model.calibration"):
+        fit_temperature(probs[[0, 1, 2, 3]], np.array([1, 1, 2, 0]))  # one patient wrong
+    assert "search bound" not in caplog.text
+
+
 def test_ensemble_uncertainty_by_hand() -> None:
     members = np.array(
         [

@@ -157,4 +157,14 @@ def fit_temperature(
 
     low, high = (math.log(b) for b in bounds)
     result = minimize_scalar(loss, bounds=(low, high), method="bounded")
-    return float(math.exp(result.x))
+    temperature = float(math.exp(result.x))
+    if min(abs(result.x - low), abs(result.x - high)) < 1e-3:
+        # With every fitting patient classified right, the NLL falls as T -> 0: no optimum.
+        log.warning(
+            "temperature %.3g is at its search bound %s (%d fitting patients): they are too "
+            "few or perfectly separated, and the scaled calibration figures mean little",
+            temperature,
+            bounds,
+            len(labels),
+        )
+    return temperature
