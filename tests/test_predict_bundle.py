@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +22,7 @@ import SimpleITK as sitk
 import torch
 import yaml
 from cohort_fixtures import write_dicom_series
-from conftest import ADDED_COHORT, planned_jobs, run_snakemake, write_config
+from conftest import ADDED_COHORT, REPO, planned_jobs, run_snakemake, write_config
 
 from glioma.constants import SEQUENCES
 from glioma.io import read_image
@@ -156,3 +158,18 @@ def test_conflicting_crop_size_is_refused_naming_the_key(predicted: dict, tmp_pa
         predicted, tmp_path, predicted["bundle"], preprocess={"crop": {"size": size * 2}}
     )
     assert f"preprocess.crop.size is {size * 2}" in log and f"trained with {size}" in log
+
+
+def test_a_folder_without_a_config_takes_the_repositorys(predicted: dict, tmp_path: Path) -> None:
+    """The README's way to predict beside a training run: --directory, no config.yaml there.
+    The repository's real-cohort defaults are not explicit settings: the bundle's replace them."""
+    command = [
+        sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+        "--directory", str(tmp_path / "new_run"), "--cores", "1", "-n",
+        "--config", f"samples={predicted['sheet']}", f"predict={{bundle: {predicted['bundle']}}}",
+    ]  # fmt: skip
+    (tmp_path / "new_run").mkdir()
+    run = subprocess.run(command, capture_output=True, text=True, check=False)
+    log = run.stdout + run.stderr
+    assert run.returncode == 0, log[-3000:]
+    assert "predict_with_bundle" in log and "train_classifier" not in log
