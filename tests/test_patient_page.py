@@ -243,3 +243,9 @@ def test_unsafe_id_is_refused(tmp_path: Path) -> None:
 def test_module_has_no_external_urls() -> None:
     template = (html.TEMPLATES / "patient.html.j2").read_text()
     assert "http://" not in template and "https://" not in template and "<script" not in template
+
+
+def test_probabilities_are_not_claimed_to_be_calibrated(page: PatientPage) -> None:
+    """predictions.csv holds raw probabilities: the page must not say they were scaled."""
+    html = render_patient_page(page)
+    assert "not temperature-scaled" in html and "after temperature scaling" not in html
