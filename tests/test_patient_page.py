@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import re
 from pathlib import Path
@@ -12,15 +13,16 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from glioma.constants import CLASSES
 from glioma.errors import InputError
 from glioma.report import html
+from glioma.report.cohort_pages import write_cohort_pages
 from glioma.report.patient_page import (
     DISCLAIMER,
     PatientPage,
     page_context,
     render_patient_page,
     write_patient_page,
-    write_patient_pages,
 )
 
 BUNDLE = {
@@ -189,30 +191,43 @@ def test_missing_probability_raises(page: PatientPage) -> None:
         page_context(with_row(page, **{"p_IDHmut-codel": ""}))
 
 
-def test_write_patient_pages(tmp_path: Path) -> None:
-    rows = [row(), row(patient="P002", review=True), row(cohort="SITE-B", patient="B01")]
-    for r in rows:
-        write_png(tmp_path / "qc" / r["cohort"] / f"{r['patient']}.png")
-    write_png(tmp_path / "saliency" / "SITE-A" / "P001.png")
-    index = {("SITE-A", "P001"): {"method": "occlusion", "slices": [3, 4], "shown": [4]}}
-    out = tmp_path / "patients"
-    paths = write_patient_pages(
-        pd.DataFrame(rows),
-        out,
-        qc_dir=tmp_path / "qc",
-        saliency_dir=tmp_path / "saliency",
-        saliency_index=index,
-        bundle=BUNDLE,
-        review_threshold=0.8,
+def _cohort_run(tmp_path: Path, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """One cohort's inputs of write_cohort_pages: predictions, splits, QC, saliency, bundle."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    predictions = tmp_path / "predictions.csv"
+    pd.DataFrame(rows).drop(columns="class").to_csv(predictions, index=False)
+    splits = tmp_path / "splits.tsv"
+    table = pd.DataFrame(rows)[["patient", "cohort", "class", "split"]]
+    table.to_csv(splits, sep="\t", index=False)
+    qc = [write_png(tmp_path / "qc" / r["cohort"] / f"{r['patient']}.png") for r in rows]
+    saliency = tmp_path / "saliency" / "SITE-A"
+    write_png(saliency / "P001.png")
+    index = {"patients": {"P001": {"method": "occlusion", "slices": [3, 4], "shown": [4]}}}
+    (saliency / "index.json").write_text(json.dumps(index))
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "bundle.json").write_text(
+        json.dumps({"classes": list(CLASSES), "models": ["single"]})
     )
-    expected = [
-        out / "SITE-A" / "P001.html",
-        out / "SITE-A" / "P002.html",
-        out / "SITE-B" / "B01.html",
-    ]
+    (bundle / "manifest.json").write_text("{}")
+    return {
+        "predictions_path": predictions,
+        "splits_path": splits,
+        "qc": qc,
+        "saliency_dir": saliency,
+        "bundle_dir": bundle,
+        "review_threshold": 0.8,
+    }
+
+
+def test_write_cohort_pages(tmp_path: Path) -> None:
+    rows = [row(), row(patient="P002", review=True), row(cohort="SITE-B", patient="B01")]
+    out = tmp_path / "patients" / "SITE-A"
+    paths = write_cohort_pages("SITE-A", out_dir=out, **_cohort_run(tmp_path, rows))
+    expected = [out / "P001.html", out / "P002.html"]  # SITE-B's patient is not this cohort's
     assert paths == expected
     # Nothing else is left beside the pages: no temporaries.
-    assert sorted(out.rglob("*")) == sorted([*expected, out / "SITE-A", out / "SITE-B"])
+    assert sorted(out.parent.rglob("*")) == sorted([*expected, out])
     assert "occlusion" in expected[0].read_text()
     assert "No saliency map" in expected[1].read_text() and 'id="review"' in expected[1].read_text()
 
@@ -227,17 +242,18 @@ def test_failed_write_leaves_old_page(page: PatientPage, tmp_path: Path) -> None
     assert [p.name for p in target.parent.iterdir()] == ["P001.html"]
 
 
-def test_unsafe_id_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="safe ID"):
-        write_patient_pages(
-            pd.DataFrame([row(patient="../x")]),
-            tmp_path,
-            qc_dir=tmp_path,
-            saliency_dir=tmp_path,
-            saliency_index={},
-            bundle=BUNDLE,
-            review_threshold=0.8,
-        )
+def test_unsafe_id_and_missing_qc_are_refused_naming_them(tmp_path: Path) -> None:
+    inputs = _cohort_run(tmp_path, [row(), row(patient="../x")])
+    out = tmp_path / "patients" / "SITE-A"
+    with pytest.raises(InputError, match="safe ID") as error:
+        write_cohort_pages("SITE-A", out_dir=out, **inputs)
+    assert error.value.column == "patient"
+    inputs = _cohort_run(tmp_path / "again", [row(), row(patient="P002")])
+    inputs["qc"] = inputs["qc"][:1]
+    with pytest.raises(InputError, match="QC picture") as error:
+        write_cohort_pages("SITE-A", out_dir=out, **inputs)
+    assert error.value.patient == "P002"
+    assert not out.exists()  # no page of the cohort is written
 
 
 def test_module_has_no_external_urls() -> None:

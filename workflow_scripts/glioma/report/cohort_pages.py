@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from glioma.constants import SAFE_ID_RE
 from glioma.dataset.splits import read_splits
 from glioma.dataset.writer import atomic_dir
+from glioma.errors import InputError
 from glioma.model.explain import read_index
 from glioma.report.explained import read_bundle
 from glioma.report.patient_page import PatientPage, write_patient_page
@@ -53,6 +55,10 @@ def write_cohort_pages(
 
     Returns:
         The pages written (under their final paths).
+
+    Raises:
+        InputError: a patient ID is unsafe, or a patient's QC or saliency picture is missing
+            (naming the patient and the file); no page of the cohort is written then.
     """
     predictions = pd.read_csv(predictions_path, dtype={"cohort": str, "patient": str})
     predictions = predictions[predictions["cohort"] == cohort]
@@ -70,14 +76,19 @@ def write_cohort_pages(
     written = []
     with atomic_dir(out_dir) as tmp:
         for row in predictions.to_dict("records"):
-            patient = row["patient"]
+            patient = str(row["patient"])
+            if not SAFE_ID_RE.fullmatch(patient):
+                raise InputError(f"{patient!r} is not a safe ID", column="patient",
+                                 path=predictions_path)  # fmt: skip
+            if patient not in qc_of:
+                raise InputError("no QC picture among the inputs", patient=patient, path=out_dir)
             row["class"] = truth.get(patient, "")
             entry = index.get(patient)
             page = PatientPage(
                 cohort=cohort,
                 patient=patient,
                 prediction=row,
-                qc_png=qc_of.get(patient, Path(out_dir).parent / "missing" / f"{patient}.png"),
+                qc_png=qc_of[patient],
                 saliency_png=Path(saliency_dir) / f"{patient}.png" if entry else None,
                 saliency_method=entry["method"] if entry else "",
                 slices=entry["slices"] if entry else [],

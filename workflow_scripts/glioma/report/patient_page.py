@@ -18,9 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
-from glioma.constants import CLASSES, SAFE_ID_RE
+from glioma.constants import CLASSES
 from glioma.errors import InputError
 from glioma.io import atomic_path
 from glioma.report import figures
@@ -308,62 +306,3 @@ def write_patient_page(page: PatientPage, path: str | Path) -> None:
     html = render_patient_page(page)
     with atomic_path(path) as tmp:
         Path(tmp).write_text(html, encoding="utf-8")
-
-
-def _safe_id(value: Any, column: str) -> str:
-    """A cohort or patient ID of a row, checked to be safe as a file name."""
-    text = _text(value)
-    if not SAFE_ID_RE.fullmatch(text):
-        raise InputError(f"{text!r} is not a safe ID", column=column)
-    return text
-
-
-def write_patient_pages(
-    predictions: pd.DataFrame,
-    out_dir: Path,
-    *,
-    qc_dir: Path,
-    saliency_dir: Path,
-    saliency_index: Mapping[tuple[str, str], Mapping[str, Any]],
-    bundle: Mapping[str, Any],
-    review_threshold: float,
-) -> list[Path]:
-    """Write ``out_dir/{cohort}/{patient}.html`` for every row of ``predictions``, atomically.
-
-    Args:
-        predictions: rows of predictions.csv (with a ``class`` column where truth is known).
-        out_dir: ``results/patients``.
-        qc_dir: ``results/qc`` (``{cohort}/{patient}.png``).
-        saliency_dir: ``results/saliency`` (``{cohort}/{patient}.png``).
-        saliency_index: (cohort, patient) -> ``{"method", "slices", "shown"}``; a patient not
-            in it has no saliency map, and its page says so.
-        bundle: the model bundle's identity.
-        review_threshold: ``evaluate.review_entropy``.
-
-    Returns:
-        The pages written, in row order.
-
-    Raises:
-        InputError: an ID is unsafe, or a patient's QC or saliency PNG is missing.
-    """
-    written = []
-    for row in predictions.to_dict("records"):
-        cohort = _safe_id(row.get("cohort"), "cohort")
-        patient = _safe_id(row.get("patient"), "patient")
-        entry = saliency_index.get((cohort, patient))
-        page = PatientPage(
-            cohort=cohort,
-            patient=patient,
-            prediction=row,
-            qc_png=Path(qc_dir) / cohort / f"{patient}.png",
-            saliency_png=Path(saliency_dir) / cohort / f"{patient}.png" if entry else None,
-            saliency_method=str(entry.get("method", "")) if entry else "",
-            slices=list(entry.get("slices", [])) if entry else [],
-            shown_slices=list(entry.get("shown", [])) if entry else [],
-            bundle=bundle,
-            review_threshold=review_threshold,
-        )
-        path = Path(out_dir) / cohort / f"{patient}.html"
-        write_patient_page(page, path)
-        written.append(path)
-    return written
