@@ -10,6 +10,8 @@ DEMO_DIR ?= demo_data
 DEMO_PATIENTS ?= 36
 DEMO_SPACING ?= 2
 DEMO_SEED ?= 0
+# Share of demo patients generated without one sequence (T1c, FLAIR, T1w, T2w in turn).
+DEMO_MISSING ?= 0.15
 PYTEST_ARGS ?=
 # A one-patient sheet of empty files: enough for Snakemake to parse, lint and draw the DAG.
 PLACEHOLDER_SHEET := tests/data/placeholder/samples.tsv
@@ -27,7 +29,7 @@ $(STAMP): envs/requirements.txt pyproject.toml
 
 $(DEMO_DIR)/samples.tsv: $(STAMP)
 	$(PY) -m glioma.demo --out $(DEMO_DIR) --patients $(DEMO_PATIENTS) \
-		--spacing $(DEMO_SPACING) --seed $(DEMO_SEED)
+		--spacing $(DEMO_SPACING) --seed $(DEMO_SEED) --missing $(DEMO_MISSING)
 
 # The demo's settings (config/demo.yaml) are layered on top of config.yaml's real-cohort ones;
 # DEMO_SEED seeds both the generated cohort and the workflow (split, training, bootstrap).

@@ -31,6 +31,7 @@ include: "rules/cohort.smk"
 include: "rules/preprocess.smk"
 include: "rules/dataset.smk"
 include: "rules/model.smk"
+include: "rules/ablation.smk"
 include: "rules/report.smk"
 
 

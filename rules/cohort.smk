@@ -19,5 +19,6 @@ rule check_samples:
         runtime=10,
     params:
         min_age_exclusive=config["inclusion"]["min_age_exclusive"],
+        missing_sequences=config["inclusion"]["missing_sequences"],
     script:
         "../workflow_scripts/check_samples.py"

@@ -19,6 +19,7 @@ os.environ.update(
 from glioma.constants import SAFE_ID, SEQUENCES  # noqa: E402
 from glioma.failures import failure_report, find_failures  # noqa: E402
 from glioma.model import bundle as model_bundle  # noqa: E402
+from glioma.preprocess import extractor_input  # noqa: E402
 from glioma.samples import IMAGE_COLUMNS, validate_sheet  # noqa: E402
 
 validate(config, "../schemas/config.schema.yaml")
@@ -39,7 +40,9 @@ if config["predict"]["bundle"]:
 BUNDLE_DIR = BUNDLE["path"] if BUNDLE else "results/bundle"
 
 SHEET_RESULT = validate_sheet(
-    config["samples"], min_age_exclusive=config["inclusion"]["min_age_exclusive"]
+    config["samples"],
+    min_age_exclusive=config["inclusion"]["min_age_exclusive"],
+    missing_sequences=config["inclusion"]["missing_sequences"],
 )
 validate(SHEET_RESULT.included, "../schemas/samples.schema.yaml")
 SAMPLES = SHEET_RESULT.included.set_index(
@@ -66,15 +69,31 @@ def _row(wildcards):
 
 
 def raw_inputs(wildcards):
-    """Absolute paths of a patient's raw images: t1w, t1c, t2w, flair and roi."""
+    """Absolute paths of a patient's raw images: the sequences it has (of t1w, t1c, t2w,
+    flair; an empty cell was not acquired) and roi."""
     row = _row(wildcards)
-    return {column: row[column] for column in IMAGE_COLUMNS}
+    return {column: row[column] for column in IMAGE_COLUMNS if row[column]}
 
 
 def raw_sequences(wildcards):
-    """Raw image paths of a patient's four sequences (the ROI left out: N4 does not read it)."""
+    """Raw image paths of a patient's sequences (the ROI left out: N4 does not read it)."""
     paths = raw_inputs(wildcards)
-    return {sequence: paths[sequence] for sequence in SEQUENCES}
+    return {sequence: paths[sequence] for sequence in SEQUENCES if sequence in paths}
+
+
+def present_of(wildcards):
+    """The sequences a patient has, in channel order."""
+    row = _row(wildcards)
+    return [sequence for sequence in SEQUENCES if row[sequence]]
+
+
+def brain_source(wildcards):
+    """The sequence a patient's brain extractor reads (glioma.preprocess.extractor_input)."""
+    return extractor_input(
+        config["preprocess"]["brain_extraction"]["input"],
+        present_of(wildcards),
+        config["preprocess"]["registration"]["reference"],
+    )
 
 
 def raw_roi(wildcards):
@@ -85,6 +104,14 @@ def raw_roi(wildcards):
 def roi_on(wildcards):
     """The sequence a patient's ROI was drawn on."""
     return _row(wildcards)["roi_on"]
+
+
+def brain_input(wildcards):
+    """The registered image a patient's brain extractor reads (step mode)."""
+    return (
+        f"results/registered/{wildcards.cohort}/{wildcards.patient}/"
+        f"{brain_source(wildcards)}.nii.gz"
+    )
 
 
 def _cohort_override(wildcards, step):

@@ -227,6 +227,7 @@ rule evaluate_model:
         slices="results/predictions/slices.parquet",
         predictions="results/predictions/predictions.csv",
         splits="results/splits.tsv",
+        sheet=SHEET,
         # A prediction-only run fits no baseline (it would train on the external patients).
         baseline=[] if BUNDLE else "results/baseline/slices.parquet",
     output:
@@ -235,6 +236,7 @@ rule evaluate_model:
         table_slice="results/metrics/table2_slice.tsv",
         table_baseline="results/metrics/table2_baseline_patient.tsv",
         table_folds="results/metrics/table_folds.tsv",
+        table_availability="results/metrics/table_availability.tsv",
         roc=split_figures("roc", "ROC curves", "../report/roc.rst"),
         confusion=split_figures(
             "confusion", "Confusion matrices", "../report/confusion.rst"

@@ -1,6 +1,9 @@
 # Per-patient preprocessing (docs/architecture.md): N4 -> rigid registration to T1c -> brain
 # extraction -> normalisation -> ROI crop, and a QC picture. Steps that change results take their
-# config section as params, so a config change reruns what it affects.
+# config section as params, so a config change reruns what it affects. A sequence that was not
+# acquired (inclusion.missing_sequences: allow) keeps its file at every stage as a stand-in (all
+# NaN on the patient's grid, glioma.io.write_absent); a patient without T1c is registered to its
+# first present sequence of preprocess.registration.reference (the rule keeps its name).
 #
 # preprocess.jobs picks how the steps become jobs. `step` (default): one rule per step, so each
 # step is cached, benchmarked and rerun on its own (a crop setting reruns only the crop).
@@ -10,8 +13,6 @@
 # Python once instead of six times.
 
 PREPROCESS = config["preprocess"]
-#: The sequence (after registration) that feeds the brain extractor.
-BRAIN_INPUT = PREPROCESS["brain_extraction"]["input"]
 
 
 if PREPROCESS["jobs"] == "step":
@@ -52,9 +53,8 @@ if PREPROCESS["jobs"] == "step":
             t2w="results/registered/{cohort}/{patient}/t2w.nii.gz",
             flair="results/registered/{cohort}/{patient}/flair.nii.gz",
             roi="results/registered/{cohort}/{patient}/roi.nii.gz",
-            t1w_mat="results/registered/{cohort}/{patient}/transforms/t1w_to_t1c.mat",
-            t2w_mat="results/registered/{cohort}/{patient}/transforms/t2w_to_t1c.mat",
-            flair_mat="results/registered/{cohort}/{patient}/transforms/flair_to_t1c.mat",
+            # {moving}_to_{reference}.mat of each registered sequence.
+            transforms=directory("results/registered/{cohort}/{patient}/transforms"),
         log:
             "logs/register_to_t1c/{cohort}/{patient}.log",
         benchmark:
@@ -74,7 +74,7 @@ if PREPROCESS["jobs"] == "step":
 
     rule extract_brain:
         input:
-            image=f"results/registered/{{cohort}}/{{patient}}/{BRAIN_INPUT}.nii.gz",
+            image=brain_input,
         output:
             "results/brain/{cohort}/{patient}/brain_mask.nii.gz",
         log:
@@ -89,6 +89,7 @@ if PREPROCESS["jobs"] == "step":
             runtime=30,
         params:
             brain_extraction=brain_extraction_settings,
+            source=brain_source,
         script:
             "../workflow_scripts/extract_brain.py"
 

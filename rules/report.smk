@@ -35,6 +35,7 @@ rule render_report:
         metrics="results/metrics/metrics.json",
         predictions="results/predictions/predictions.csv",
         folds="results/metrics/table_folds.tsv",
+        ablation="results/metrics/ablation.tsv",
         roc=expand("results/metrics/roc_{split}.png", split=EVAL_SPLITS),
         confusion=expand("results/metrics/confusion_{split}.png", split=EVAL_SPLITS),
         calibration=expand("results/metrics/calibration_{split}.png", split=EVAL_SPLITS),
@@ -76,6 +77,7 @@ rule render_patient_pages:
     input:
         predictions="results/predictions/predictions.csv",
         splits="results/splits.tsv",
+        sheet=SHEET,
         qc=qc_of_cohort,
         saliency="results/saliency/{cohort}",
         bundle=BUNDLE_DIR,

@@ -94,11 +94,16 @@ def subset_sheet(sheet: Path, cohorts: list[str], name: str) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A generated cohort of 12 patients at 4 mm in 3 cohorts; returns its samples.tsv."""
+    """A generated cohort of 12 patients at 4 mm in 3 cohorts; returns its samples.tsv.
+
+    Three patients lack one sequence each (as the demo's config allows): SITE-A-003 its T1c,
+    SITE-B-001 its FLAIR (ROI drawn on T2w), SITE-C-001 its T1w; the shared workflow run trains
+    on or predicts them (tests/test_workflow.py::test_patients_lacking_a_sequence_*).
+    """
     from glioma.demo import generate_cohort
 
     out = tmp_path_factory.mktemp("tiny_cohort")
-    generate_cohort(out, n_patients=12, spacing=4.0, seed=3, n_cohorts=3)
+    generate_cohort(out, n_patients=12, spacing=4.0, seed=3, n_cohorts=3, missing=0.25)
     return out / "samples.tsv"
 
 

@@ -7,7 +7,17 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from glioma.model.availability import FILL, sequence_dropout, with_availability
+from glioma.model.augment import AugmentSettings, augment_batch
+from glioma.model.availability import (
+    FILL,
+    absent,
+    drop_sequences,
+    hide,
+    network_input,
+    sequence_dropout,
+    with_availability,
+)
+from glioma.model.nets import build_model
 
 
 def test_absent_channels_are_filled_and_the_mask_is_appended() -> None:
@@ -64,12 +74,14 @@ def test_a_model_trained_with_dropout_uses_the_sequence_when_there_and_copes_wit
         nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
         nn.Linear(8, 2),
     )  # fmt: skip
+    model.register_forward_pre_hook(lambda _, args: (network_input(args[0]),))  # as build_model
     optimiser = torch.optim.Adam(model.parameters(), lr=0.01)
     images, labels = _cohort(256, generator)
-    everything = torch.ones(len(labels), 4, dtype=torch.bool)
+    settings = AugmentSettings(flip=True, rotation_deg=10.0, intensity=0.1, sequence_dropout=0.3)
     for _ in range(60):
-        available = sequence_dropout(everything, 0.3, generator)
-        loss = nn.functional.cross_entropy(model(with_availability(images, available)), labels)
+        # Training's own augmentation: dropout hides channels as NaN, then the geometry.
+        batch = augment_batch(images, settings, generator)
+        loss = nn.functional.cross_entropy(model(batch), labels)
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
@@ -78,7 +90,7 @@ def test_a_model_trained_with_dropout_uses_the_sequence_when_there_and_copes_wit
 
     def auc(available: torch.Tensor) -> float:
         with torch.no_grad():
-            logits = model(with_availability(test_images, available))
+            logits = model(hide(test_images, ~available))
         assert torch.isfinite(logits).all()
         return roc_auc_score(test_labels.numpy(), logits.softmax(1)[:, 1].numpy())
 
@@ -87,3 +99,29 @@ def test_a_model_trained_with_dropout_uses_the_sequence_when_there_and_copes_wit
     absent[:, 1] = False
     assert auc(present) > 0.95
     assert 0.3 < auc(absent) < 0.7  # nothing left to decide by: near chance, and no crash
+
+
+def test_nan_channels_are_absent_sequences_end_to_end() -> None:
+    """hide -> NaN channel; absent() reads it back through augmentation; the network input
+    fills it and sets its plane to 0; build_model's hook does the same inside the model."""
+    images = torch.randn(3, 4, 16, 16)
+    hidden = torch.tensor([[False, True, False, False]] * 2 + [[True, False, False, True]])
+    gapped = hide(images, hidden)
+    assert torch.equal(absent(gapped), hidden)
+    rotated = augment_batch(gapped, AugmentSettings(rotation_deg=30.0), torch.Generator())
+    assert torch.equal(absent(rotated), hidden)  # zero-padded corners do not un-hide it
+    net_in = network_input(gapped)
+    assert torch.isfinite(net_in).all()
+    assert torch.equal(net_in, with_availability(images, ~hidden))
+    dropped = drop_sequences(gapped, 0.5, torch.Generator().manual_seed(0))
+    assert torch.all(absent(dropped) >= hidden) and not torch.all(absent(dropped), dim=1).any()
+
+    torch.manual_seed(0)
+    model = build_model("resnet10t").eval()
+    with torch.no_grad():
+        out = model(gapped)
+        stem = model.conv1[0] if isinstance(model.conv1, nn.Sequential) else model.conv1
+        assert stem.in_channels == 8
+        assert torch.isfinite(out).all()
+        handle_free = model.forward(net_in)  # forward() skips the hook: the same network input
+    torch.testing.assert_close(out, handle_free)

@@ -22,7 +22,7 @@ from glioma.constants import SEQUENCES
 from glioma.errors import InputError
 from glioma.failures import failure_report, find_failures
 from glioma.preprocess.bias import correct_bias_files
-from glioma.preprocess.register import MOVING, register_files
+from glioma.preprocess.register import register_files
 
 
 def _volume(mask: bool = False) -> sitk.Image:
@@ -117,9 +117,8 @@ def test_bad_roi_file_fails_registration_before_writing_anything(tmp_path: Path,
     roi = _bad_file(tmp_path, kind, mask=True)
     out = tmp_path / "registered"
     outputs = {name: out / f"{name}.nii.gz" for name in (*SEQUENCES, "roi")}
-    transforms = {s: out / "transforms" / f"{s}_to_t1c.mat" for s in MOVING}
     with pytest.raises(InputError, match=BAD[kind][2]) as err:
-        register_files(images, roi, "flair", outputs, transforms, patient="P2")
+        register_files(images, roi, "flair", outputs, out / "transforms", patient="P2")
     assert (err.value.patient, err.value.column, err.value.path) == ("P2", "roi", str(roi))
     assert not out.exists() or _files(out) == []
 

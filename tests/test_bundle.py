@@ -13,7 +13,7 @@ import torch
 from glioma.constants import CLASSES
 from glioma.errors import InputError
 from glioma.model import bundle as model_bundle
-from glioma.model import checkpoint
+from glioma.model import checkpoint, state
 from glioma.model.nets import build_model
 
 TINY_KWARGS = {"img_size": 32, "embed_dim": 12, "depths": [1], "num_heads": [1], "window_size": 4}
@@ -22,7 +22,11 @@ CONFIG = {
     "preprocess": {
         "jobs": "step",
         "n4": {"fit_spacing_mm": 8.0, "iterations": [50, 50, 30], "tolerance": 0.001},
-        "registration": {"transform": "Rigid", "resample_mm": 3.0},
+        "registration": {
+            "transform": "Rigid",
+            "resample_mm": 3.0,
+            "reference": ["t1c", "t1w", "flair", "t2w"],
+        },
         "brain_extraction": {
             "method": "deepbet",
             "input": "t1w",
@@ -48,7 +52,7 @@ def _run(tmp_path: Path) -> dict[str, Path]:
         folder.mkdir(parents=True)
         net = build_model("swin_tiny_patch4_window7_224", TINY_KWARGS)
         record = {
-            "format": 1,
+            "format": state.FORMAT,
             "model": net.state_dict(),
             "model_name": "swin_tiny_patch4_window7_224",
             "model_kwargs": TINY_KWARGS,

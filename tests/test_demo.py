@@ -18,11 +18,14 @@ import SimpleITK as sitk
 from glioma.constants import CLASSES, SAFE_ID, SEQUENCES
 from glioma.demo import SHEET_COLUMNS, generate_cohort
 from glioma.demo.__main__ import main as cli_main
-from glioma.demo.cohort import AGE, GRADES, allocate_classes, demographics
+from glioma.demo.__main__ import parse_args
+from glioma.demo.cohort import AGE, GRADES, allocate_classes, choose_missing, demographics
 from glioma.io import read_image
 
 sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(2)
 ARGS = {"n_patients": 9, "spacing": 4.0, "seed": 3, "n_cohorts": 3}
+#: conftest's tiny_cohort: a quarter of the patients lack one sequence.
+GAPPED_ARGS = {"n_patients": 12, "spacing": 4.0, "seed": 3, "n_cohorts": 3, "missing": 0.25}
 SUFFIXES = {
     "SITE-A": (".nii.gz", ".nii.gz"),
     "SITE-B": (".nii", ".nii"),
@@ -34,6 +37,29 @@ SUFFIXES = {
 def demo(tmp_path_factory) -> tuple[Path, pd.DataFrame]:
     out = tmp_path_factory.mktemp("demo")
     return out, generate_cohort(out, **ARGS)
+
+
+@pytest.fixture(scope="module")
+def gapped(tiny_cohort) -> tuple[Path, pd.DataFrame]:
+    """The cohort of GAPPED_ARGS (conftest's tiny_cohort), and its sheet as read back."""
+    out = tiny_cohort.parent
+    return out, pd.read_csv(out / "samples.tsv", sep="\t", dtype=str, keep_default_na=False)
+
+
+@pytest.fixture(scope="module")
+def complete(tmp_path_factory) -> Path:
+    """The cohort of GAPPED_ARGS without missing sequences; returns its folder."""
+    out = tmp_path_factory.mktemp("complete")
+    generate_cohort(out, **{**GAPPED_ARGS, "missing": 0.0})
+    return out
+
+
+def _digests(root: Path) -> dict[str, str]:
+    """SHA-256 of every file under ``root``, by path relative to it."""
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in files
+    }
 
 
 def _truth(out: Path, row: dict) -> dict:
@@ -109,15 +135,7 @@ def test_cli_output_is_byte_identical_to_the_api(demo, tmp_path):
     command = [sys.executable, "-m", "glioma.demo", "--out", str(tmp_path), "--patients", "9"]
     command += ["--spacing", "4", "--seed", "3", "--cohorts", "3"]
     subprocess.run(command, check=True, env=env, capture_output=True, timeout=300)
-
-    def digests(root: Path) -> dict[str, str]:
-        files = sorted(p for p in root.rglob("*") if p.is_file())
-        return {
-            p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in files
-        }
-
-    first, second = digests(out), digests(tmp_path)
+    first, second = _digests(out), _digests(tmp_path)
     assert len(first) == 9 * (5 + 10) + 1
     assert first == second
 
@@ -127,6 +145,111 @@ def test_bad_arguments_are_refused(tmp_path):
         generate_cohort(tmp_path, n_patients=2, n_cohorts=3)
     assert cli_main(["--out", str(tmp_path), "--patients", "1", "--spacing", "20"]) == 2
     assert not (tmp_path / "samples.tsv").exists()
+
+
+def test_no_missing_share_changes_nothing(demo, tmp_path):
+    out, sheet = demo
+    again = generate_cohort(tmp_path, **ARGS, missing=0.0)
+    assert _digests(tmp_path) == _digests(out)
+    assert again.equals(sheet)
+
+
+def test_choose_missing_spreads_and_cycles():
+    assert choose_missing(3, [4, 4, 4], 0.0) == {}
+    chosen = choose_missing(3, [4, 4, 4], 0.25)
+    assert chosen == choose_missing(3, [4, 4, 4], 0.25)  # from the seed alone
+    assert sorted(k for k, _ in chosen) == [0, 1, 2]  # one per cohort
+    assert [chosen[key] for key in sorted(chosen)] == ["t1c", "flair", "t1w"]
+    for sizes, fraction in [([12, 12, 12], 0.1), ([5, 4], 0.5), ([3, 3, 3], 1.0), ([7], 0.3)]:
+        for seed in range(4):
+            chosen = choose_missing(seed, sizes, fraction)
+            assert len(chosen) == round(fraction * sum(sizes))
+            assert all(0 <= i < sizes[k] for k, i in chosen)
+            per_cohort = np.bincount([k for k, _ in chosen], minlength=len(sizes))
+            assert per_cohort.max() - per_cohort.min() <= 1
+            order = ["t1c", "flair", "t1w", "t2w"]
+            assert [chosen[key] for key in sorted(chosen)] == [
+                order[j % 4] for j in range(len(chosen))
+            ]
+    assert choose_missing(0, [12, 12, 12], 0.25) != choose_missing(1, [12, 12, 12], 0.25)
+
+
+def test_missing_share_leaves_out_one_sequence_each(gapped, complete):
+    out, sheet = gapped
+    assert tuple(sheet.columns) == SHEET_COLUMNS and len(sheet) == 12
+    lacking = {r["patient"]: [s for s in SEQUENCES if r[s] == ""] for r in sheet.to_dict("records")}
+    chosen = {p: s for p, s in lacking.items() if s}
+    # round(0.25 * 12) = 3 patients, one per cohort, lacking T1c, FLAIR, T1w in patient order.
+    assert [chosen[p] for p in sorted(chosen)] == [["t1c"], ["flair"], ["t1w"]]
+    assert sorted(p[5] for p in chosen) == ["A", "B", "C"]
+    suffixes = {c: SUFFIXES[c][0] for c in SUFFIXES}
+    gone = set()
+    for row in sheet.to_dict("records"):
+        missing = lacking[row["patient"]]
+        truth = _truth(out, row)
+        assert truth.get("missing", []) == missing
+        assert row["roi_on"] == ("t2w" if missing == ["flair"] else "flair")
+        present = [s for s in SEQUENCES if s not in missing]
+        assert row["roi_on"] in present and len(present) >= 2
+        for seq in present:
+            assert (out / row[seq]).is_file()
+        for seq in missing:
+            image = f"{row['cohort']}/{row['patient']}/{seq}{suffixes[row['cohort']]}"
+            truth_dir = f"truth/{row['cohort']}/{row['patient']}"
+            gone |= {image, f"{truth_dir}/wm_mask_{seq}.nii.gz", f"{truth_dir}/bias_{seq}.nii.gz"}
+        assert (out / row["roi"]).is_file()
+    # The same cohort without missing sequences (complete) has exactly the files that are
+    # gone, and every other file is unchanged except the sheet, the chosen patients' truth
+    # records and the ROI of the patient without FLAIR (now on its T2w grid).
+    full, ours = _digests(complete), _digests(out)
+    assert gone <= set(full) and set(ours) == set(full) - gone
+    changed = {"samples.tsv"}
+    for row in sheet.to_dict("records"):
+        if row["patient"] in chosen:
+            changed.add(f"truth/{row['cohort']}/{row['patient']}/truth.json")
+        if row["roi_on"] != "flair":
+            changed.add(row["roi"])
+    assert {f for f in ours if ours[f] != full[f]} == changed
+
+
+def test_roi_without_flair_is_on_its_roi_on_grid(gapped):
+    out, sheet = gapped
+    rows = [r for r in sheet.to_dict("records") if r["flair"] == ""]
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["roi_on"] == "t2w"
+    roi = read_image(out / row["roi"], mask=True)
+    on = read_image(out / row[row["roi_on"]])
+    assert roi.GetSize() == on.GetSize()
+    assert np.allclose(roi.GetSpacing(), on.GetSpacing(), rtol=1e-6)
+    assert np.allclose(roi.GetOrigin(), on.GetOrigin(), atol=1e-4)
+    assert np.allclose(roi.GetDirection(), on.GetDirection(), atol=1e-6)
+    # Not the FLAIR grid it would have had (thick slices), and it holds the tumour centre.
+    assert roi.GetSpacing()[2] < 2 * roi.GetSpacing()[0]
+    centre = _truth(out, row)["tumour"]["centre_scanner"][row["roi_on"]]
+    assert roi[roi.TransformPhysicalPointToIndex(centre)] == 1
+
+
+def test_cli_missing_option(tmp_path, monkeypatch):
+    assert parse_args(["--out", str(tmp_path)]).missing == 0.0
+    assert parse_args(["--out", str(tmp_path), "--missing", "0.25"]).missing == 0.25
+    assert parse_args(["--out", str(tmp_path), "--missing", "1"]).missing == 1.0
+    for bad in ["1.5", "-0.1", "nan", "half"]:
+        with pytest.raises(SystemExit) as refused:
+            cli_main(["--out", str(tmp_path), "--patients", "3", "--missing", bad])
+        assert refused.value.code == 2
+    assert not (tmp_path / "samples.tsv").exists()
+    with pytest.raises(ValueError, match="missing must be"):
+        generate_cohort(tmp_path, n_patients=3, missing=1.5)
+    calls = []
+
+    def fake(*args, **kwargs):
+        calls.append((args, kwargs))
+        return pd.DataFrame()
+
+    monkeypatch.setattr("glioma.demo.__main__.generate_cohort", fake)
+    assert cli_main(["--out", str(tmp_path), "--patients", "6", "--missing", "0.5"]) == 0
+    assert calls == [((tmp_path, 6, 2.0, 0, 3), {"missing": 0.5})]
 
 
 @pytest.mark.parametrize("n", [3, 8, 12, 36, 100])

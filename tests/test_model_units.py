@@ -255,8 +255,9 @@ def test_local_weights_exact_and_adapted(tmp_path):
     adapted = build_model(SWIN, TINY, rgb_path)
     stem = rgb.state_dict()["patch_embed.proj.weight"]
     new_stem = adapted.state_dict()["patch_embed.proj.weight"]
-    assert new_stem.shape[1] == 4
-    torch.testing.assert_close(new_stem[:, :3], stem * 3 / 4)
+    # 8 network channels: the 4 sequences and their availability planes.
+    assert new_stem.shape[1] == 8
+    torch.testing.assert_close(new_stem[:, :3], stem * 3 / 8)
     assert adapted.state_dict()["head.fc.weight"].shape == (3, 8 * 2)
     key = "layers.0.blocks.0.attn.qkv.weight"
     assert torch.equal(adapted.state_dict()[key], rgb.state_dict()[key])

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from glioma.constants import CLASSES
+from glioma.constants import CLASSES, SEQUENCES
 from glioma.errors import InputError
 from glioma.report import html
 from glioma.report.cohort_pages import write_cohort_pages
@@ -191,14 +191,21 @@ def test_missing_probability_raises(page: PatientPage) -> None:
         page_context(with_row(page, **{"p_IDHmut-codel": ""}))
 
 
-def _cohort_run(tmp_path: Path, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """One cohort's inputs of write_cohort_pages: predictions, splits, QC, saliency, bundle."""
+def _cohort_run(
+    tmp_path: Path, rows: list[dict[str, Any]], lacking: dict[str, list[str]] | None = None
+) -> dict[str, Any]:
+    """One cohort's inputs of write_cohort_pages: predictions, splits, the validated sheet
+    (``lacking``: the sequences a patient was not acquired with), QC, saliency, bundle."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     predictions = tmp_path / "predictions.csv"
     pd.DataFrame(rows).drop(columns="class").to_csv(predictions, index=False)
     splits = tmp_path / "splits.tsv"
     table = pd.DataFrame(rows)[["patient", "cohort", "class", "split"]]
     table.to_csv(splits, sep="\t", index=False)
+    sheet = table[["patient", "cohort"]].assign(**{s: f"/d/{s}.nii.gz" for s in SEQUENCES})
+    for patient, sequences in (lacking or {}).items():
+        sheet.loc[sheet["patient"] == patient, sequences] = ""
+    sheet.to_csv(tmp_path / "samples.tsv", sep="\t", index=False)
     qc = [write_png(tmp_path / "qc" / r["cohort"] / f"{r['patient']}.png") for r in rows]
     saliency = tmp_path / "saliency" / "SITE-A"
     write_png(saliency / "P001.png")
@@ -217,6 +224,7 @@ def _cohort_run(tmp_path: Path, rows: list[dict[str, Any]]) -> dict[str, Any]:
         "saliency_dir": saliency,
         "bundle_dir": bundle,
         "review_threshold": 0.8,
+        "sheet_path": tmp_path / "samples.tsv",
     }
 
 
@@ -265,3 +273,34 @@ def test_probabilities_are_not_claimed_to_be_calibrated(page: PatientPage) -> No
     """predictions.csv holds raw probabilities: the page must not say they were scaled."""
     html = render_patient_page(page)
     assert "not temperature-scaled" in html and "after temperature scaling" not in html
+
+
+def test_sequences_used_and_not_acquired(page: PatientPage) -> None:
+    html = render_patient_page(page)  # the sheet did not say
+    assert 'id="sequences-used">not recorded<' in html
+    assert "does not say which sequences" in html
+    complete = render_patient_page(dataclasses.replace(page, not_acquired=[]))
+    assert 'id="sequences-used">T1w, T1c, T2w, FLAIR<' in complete
+    assert 'id="sequences-missing">none<' in complete and 'id="missing-note"' not in complete
+    lacking = render_patient_page(dataclasses.replace(page, not_acquired=["flair", "t1w"]))
+    assert 'id="sequences-used">T1c, T2w<' in lacking
+    assert 'id="sequences-missing">T1w, FLAIR<' in lacking
+    assert re.search(r'id="missing-note">Not acquired for this patient: T1w, FLAIR\.', lacking)
+    assert "The prediction used T1c, T2w only" in lacking
+    assert "a sequence that was not acquired shows as a labelled empty row" in lacking
+
+
+def test_cohort_pages_read_missing_sequences_from_the_sheet(tmp_path: Path) -> None:
+    rows = [row(), row(patient="P002"), row(patient="P003")]
+    inputs = _cohort_run(tmp_path, rows, lacking={"P002": ["t1c"], "P003": ["t1w", "t2w"]})
+    sheet = pd.read_csv(inputs["sheet_path"], sep="\t", dtype=str, keep_default_na=False)
+    sheet[sheet["patient"] != "P003"].to_csv(inputs["sheet_path"], sep="\t", index=False)
+    out = tmp_path / "patients" / "SITE-A"
+    pages = [p.read_text() for p in write_cohort_pages("SITE-A", out_dir=out, **inputs)]
+    assert 'id="sequences-missing">none<' in pages[0]
+    assert 'id="sequences-used">T1w, T2w, FLAIR<' in pages[1]
+    assert 'id="sequences-missing">T1c<' in pages[1]
+    assert 'id="sequences-used">not recorded<' in pages[2]  # not in the sheet
+    sheet.drop(columns="flair").to_csv(inputs["sheet_path"], sep="\t", index=False)
+    with pytest.raises(InputError, match="'flair'"):
+        write_cohort_pages("SITE-A", out_dir=tmp_path / "again", **inputs)

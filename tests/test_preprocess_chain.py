@@ -39,7 +39,10 @@ def chain(tmp_path_factory):
     brain = out / "brain" / "brain_mask.nii.gz"
     patient = row["patient"]
     correct_bias_files({s: raw[s] for s in SEQUENCES}, n4, threads=2, patient=patient)
-    register_files(n4, raw["roi"], row["roi_on"], reg, mats, threads=2, patient=patient)
+    register_files(
+        n4, raw["roi"], row["roi_on"], reg, out / "registered" / "transforms", threads=2,
+        patient=patient,
+    )  # fmt: skip
     extract_brain_file(reg["t1w"], brain, method="deepbet", threads=2, patient=patient)
     normalise_files({s: reg[s] for s in SEQUENCES}, brain, reg["roi"], pre, patient=patient)
     crop_file({s: pre[s] for s in SEQUENCES}, pre["roi"], out / "crop.npz", size=SIZE)

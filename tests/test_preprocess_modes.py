@@ -15,6 +15,7 @@ import yaml
 from conftest import REPO, planned_jobs, run_snakemake, write_config
 
 from glioma.errors import InputError
+from glioma.io import is_absent
 from glioma.preprocess.bias import correct_bias_files
 from glioma.preprocess.brain import extract_brain_file
 from glioma.preprocess.crop import crop_file
@@ -158,7 +159,7 @@ def _plan(log: str) -> Counter:
 
 
 def _included(sheet: Path) -> set[tuple[str, str]]:
-    included = validate_sheet(sheet).included
+    included = validate_sheet(sheet, missing_sequences="allow").included  # as the demo config
     return set(zip(included["cohort"], included["patient"], strict=True))
 
 
@@ -182,9 +183,11 @@ def test_dry_run_plans_one_job_per_patient_and_rule(tiny_cohort, tmp_path):
 
 @pytest.fixture(scope="module")
 def patient_mode_run(tiny_cohort, tmp_path_factory):
-    """The workflow up to one cohort's shards under preprocess.jobs: patient (two patients)."""
+    """The workflow up to one cohort's shards under preprocess.jobs: patient (two patients, the
+    second without T1c)."""
     df = pd.read_csv(tiny_cohort, sep="\t", dtype=str, keep_default_na=False)
-    keep = sorted(p for c, p in _included(tiny_cohort) if c == COHORT)[:2]
+    keep = sorted(p for c, p in _included(tiny_cohort) if c == COHORT)[1:3]
+    assert df.set_index("patient").loc[keep[1], "t1c"] == ""
     sheet = tiny_cohort.parent / "patient_mode.tsv"
     df[(df["cohort"] == COHORT) & df["patient"].isin(keep)].to_csv(sheet, sep="\t", index=False)
     workdir = tmp_path_factory.mktemp("patient_mode")
@@ -204,7 +207,7 @@ def test_patient_mode_runs_to_the_shards(patient_mode_run):
         files = [
             *outputs.n4.values(),
             *outputs.registered.values(),
-            *outputs.transforms.values(),
+            *Path(outputs.transforms).glob("*.mat"),
             outputs.brain,
             *outputs.preprocessed.values(),
             outputs.crops,
@@ -214,6 +217,17 @@ def test_patient_mode_runs_to_the_shards(patient_mode_run):
         assert (workdir / "logs" / "preprocess_patient" / COHORT / f"{pid}.log").is_file()
         assert (results / "benchmarks" / "preprocess_patient" / COHORT / f"{pid}.tsv").is_file()
     assert not any((workdir / "logs" / rule).exists() for rule in STEP_RULES)
+    # The patient without T1c: registered to T1w, T1c's stand-in at every stage, and the brain
+    # extracted from T1w as configured.
+    gapped = PatientOutputs.under(results, COHORT, keep[1])
+    assert sorted(p.name for p in Path(gapped.transforms).glob("*.mat")) == [
+        "flair_to_t1w.mat",
+        "t2w_to_t1w.mat",
+    ]
+    for stage in (gapped.n4, gapped.registered, gapped.preprocessed):
+        assert is_absent(stage["t1c"]) and not is_absent(stage["t1w"])
+    log_text = (workdir / "logs" / "preprocess_patient" / COHORT / f"{keep[1]}.log").read_text()
+    assert "no t1c: registering to t1w instead" in log_text
     shards = sorted((results / "shards" / COHORT).glob("part-*.parquet"))
     patients = {
         p for shard in shards for p in pq.read_table(shard, columns=["patient"])[0].to_pylist()

@@ -18,14 +18,17 @@ from test_preprocess_phantom import (
 )
 
 from glioma.errors import InputError
+from glioma.io import is_absent, write_absent
 from glioma.preprocess import configure_threads
 from glioma.preprocess.register import (
     check_roi_grid,
     downsample,
+    reference_of,
     register_files,
     register_rigid,
     same_grid,
     to_ants,
+    transform_file,
 )
 
 configure_threads(2)
@@ -68,9 +71,7 @@ def _write_patient(folder, roi_on="flair"):
 
 def _outputs(folder):
     outputs = {s: folder / "reg" / f"{s}.nii.gz" for s in (*SEQUENCES, "roi")}
-    transforms = {s: folder / "reg" / "transforms" / f"{s}_to_t1c.mat" for s in SEQUENCES}
-    del transforms["t1c"]
-    return outputs, transforms
+    return outputs, folder / "reg" / "transforms"
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +89,7 @@ def registered(tmp_path_factory):
 @pytest.mark.parametrize("sequence", ["t1w", "t2w", "flair"])
 def test_registration_recovers_known_motion(registered, sequence):
     _, transforms, poses, brain, _ = registered
-    estimated = sitk.ReadTransform(str(transforms[sequence]))
+    estimated = sitk.ReadTransform(str(transforms / transform_file(sequence, "t1c")))
     points = grid_points(brain, sitk.GetArrayFromImage(brain) > 0, every=5)
     truth = true_map(poses["t1c"], poses[sequence], points)
     found = np.array([estimated.TransformPoint(p) for p in points])
@@ -110,6 +111,49 @@ def test_outputs_on_t1c_grid_and_roi_follows_flair(registered):
     assert set(np.unique(roi)) == {0, 1}
     # Nearest neighbour through a 5 mm FLAIR grid: close to the truth, not exact.
     assert dice(roi, sitk.GetArrayFromImage(true_roi)) > 0.8
+
+
+def test_patient_without_t1c_lands_on_its_next_reference_grid(tmp_path):
+    """No T1c: T1w (next in the default order) is the grid, T2w and FLAIR are registered to it
+    within a millimetre, and T1c's stand-in is on that grid."""
+    paths, poses, _, _ = _write_patient(tmp_path)
+    t1w = sitk.ReadImage(str(paths["t1w"]))
+    write_absent(t1w, tmp_path / "t1c_absent.nii.gz")
+    images = {**{s: paths[s] for s in SEQUENCES}, "t1c": tmp_path / "t1c_absent.nii.gz"}
+    outputs, transforms = _outputs(tmp_path)
+    register_files(images, paths["roi"], "flair", outputs, transforms, seed=1, patient="P3")
+    assert sorted(p.name for p in transforms.iterdir()) == [
+        "flair_to_t1w.mat", "t2w_to_t1w.mat",
+    ]  # fmt: skip
+    for name in (*SEQUENCES, "roi"):
+        assert same_grid(sitk.ReadImage(str(outputs[name])), t1w), name
+    assert is_absent(outputs["t1c"])
+    assert not is_absent(outputs["t1w"])
+    brain = sitk.ReadImage(str(paths["t1w"])) > 0
+    points = grid_points(brain, sitk.GetArrayFromImage(brain) > 0, every=6)
+    for sequence in ("t2w", "flair"):
+        estimated = sitk.ReadTransform(str(transforms / transform_file(sequence, "t1w")))
+        found = np.array([estimated.TransformPoint(p) for p in points])
+        truth = true_map(poses["t1w"], poses[sequence], points)
+        assert np.linalg.norm(found - truth, axis=1).mean() < 1.0, sequence
+
+
+def test_roi_on_a_sequence_that_was_not_acquired_is_refused(tmp_path):
+    paths, _, _, _ = _write_patient(tmp_path)
+    write_absent(sitk.ReadImage(str(paths["flair"])), tmp_path / "flair_absent.nii.gz")
+    images = {**{s: paths[s] for s in SEQUENCES}, "flair": tmp_path / "flair_absent.nii.gz"}
+    outputs, transforms = _outputs(tmp_path)
+    with pytest.raises(InputError, match="drawn on flair, which was not acquired") as err:
+        register_files(images, paths["roi"], "flair", outputs, transforms, patient="P4")
+    assert (err.value.patient, err.value.column) == ("P4", "roi_on")
+
+
+def test_reference_is_the_first_present_of_the_order():
+    assert reference_of(["t1w", "t1c", "flair"]) == "t1c"
+    assert reference_of(["t2w", "flair"]) == "flair"
+    assert reference_of(["t2w", "flair"], ["t2w", "t1c", "t1w", "flair"]) == "t2w"
+    with pytest.raises(InputError, match="none of the reference"):
+        reference_of([], ["t1c"])
 
 
 def test_roi_drawn_on_t1c_is_resampled_directly(tmp_path):

@@ -34,6 +34,7 @@ SECTIONS = {
     "splits": "Split sizes",
     "training": "Training curves",
     "table2": "Table 2",
+    "ablation": "Sequence ablation",
     "roc": "ROC curves",
     "confusion": "Confusion matrices",
     "calibration": "Calibration",
@@ -137,8 +138,20 @@ def write_model(root: Path) -> Path:
     return model
 
 
+ABLATION = pd.DataFrame(
+    [
+        ("flair", 3, 0, 0.842, None, None, None, None, 2000),
+        ("t1w", 3, 0, 0.842, 0.721, -0.121, -0.25, -0.01, 2000),
+        ("t1c", 3, 1, 0.842, 0.842, 0.0, 0.0, 0.0, 2000),
+        ("t2w", 3, 0, 0.842, 0.9, 0.058, -0.02, 0.14, 2000),
+    ],
+    columns=list(tables.ABLATION_COLUMNS),
+)
+
+
 def write_evaluation(root: Path, split_of: dict[str, str], leaky_flag: bool) -> Path:
-    """Write metrics.json, the ROC and confusion figures and predictions.csv."""
+    """Write metrics.json, the ROC, confusion and other figures, table_folds.tsv, ablation.tsv
+    and predictions.csv."""
     metrics = {"patient": fake_metrics(), "slice": fake_metrics()}
     if leaky_flag:
         metrics |= {"leaky_split": True, "warning": "slices of one patient in several splits"}
@@ -152,6 +165,8 @@ def write_evaluation(root: Path, split_of: dict[str, str], leaky_flag: bool) -> 
         (mdir / f"uncertainty_{split}.png").write_bytes(png("#fff0e0", f"uncertainty {split}"))
     header = ["fold", "held_out", "n", "accuracy", "macro_auc", *(f"auc_{c}" for c in CLASSES)]
     (mdir / "table_folds.tsv").write_text("\t".join(header) + "\n", encoding="utf-8")  # no CV
+    # Out of channel order, with the NaN row of a sequence the test patients cannot score.
+    ABLATION.to_csv(mdir / "ablation.tsv", sep="\t", index=False, na_rep="NaN")
     probs = np.random.default_rng(0).dirichlet(np.ones(3), size=len(PATIENTS))
     predictions = pd.DataFrame(
         {
@@ -238,6 +253,7 @@ def make_run(root: Path, *, level: str = "patient", leaky_flag: bool = False) ->
         config={"samples": "x.tsv", "split": {"level": level}},
         bundle=bundle,
         saliency=saliency,
+        ablation=mdir / "ablation.tsv",
     )
 
 
@@ -443,6 +459,7 @@ def test_rules_run_and_snakemake_report_works(tmp_path):
         assert run.returncode == 0, run.stderr[-3000:]
     page = (tmp_path / "results/report.html").read_text(encoding="utf-8")
     assert 'id="table1"' in page and "Kruskal-Wallis" in page
+    assert "-0.121 (-0.250 to -0.010)" in section(page, "ablation")  # the rule's ablation input
     assert 'id="saliency"' in page and 'id="bundle"' in page and "This run wrote the bundle" in page
     assert (tmp_path / "results/report/training_curves.png").stat().st_size > 0
     assert "Table 1" in (tmp_path / "results/cohort/table1.md").read_text(encoding="utf-8")
@@ -911,3 +928,157 @@ def test_scored_splits_order_and_figure_names():
     assert tables.split_label("cv") == "cv (out-of-fold)"
     with pytest.raises(InputError, match=r"roc_<train\|val\|cv\|test>"):
         html.split_figures([Path("roc_dev.png")], "roc")
+
+
+# --- missing sequences: who lacks which, the sequence ablation, metrics per pattern ----------
+
+AVAILABILITY = {
+    "train": [{"missing": "none", "n_patients": 2, "accuracy": 1.0, "macro_auc": 1.0}],
+    "test": [
+        {"missing": "none", "n_patients": 2, "accuracy": 0.5, "macro_auc": 0.75},
+        {"missing": "t1w, flair", "n_patients": 1, "accuracy": 1.0, "macro_auc": None},
+    ],
+}
+#: An exclusion reason under ``inclusion.missing_sequences: allow``.
+ONLY_FLAIR = "only flair: needs the ROI's sequence (flair) and at least one more"
+
+
+def test_sequence_ablation_table_and_nan_as_na(report):
+    _, _, page = report
+    assert 'href="#ablation"' in page
+    part = section(page, "ablation")
+    header = re.findall(r'<th scope="col">([^<]*)</th>', part)
+    assert header == ["sequence hidden", "patients", "of them lacking it already",
+                      "Δ macro AUC (95% CI)", "macro AUC, all given",
+                      "macro AUC, without it"]  # fmt: skip
+    assert rows_of(part) == [  # channel order, whatever the file's
+        ["T1w", "3", "0", "-0.121 (-0.250 to -0.010)", "0.842", "0.721"],
+        ["T1c", "3", "1", "0.000 (0.000 to 0.000)", "0.842", "0.842"],
+        ["T2w", "3", "0", "+0.058 (-0.020 to +0.140)", "0.842", "0.900"],
+        ["FLAIR", "3", "0", "n/a", "0.842", "n/a"],  # NaN in ablation.tsv
+    ]
+    assert "On the held-out test patients:" in part and "hidden from every patient" in part
+    assert "paired bootstrap 95% CI" in part and "(2000 resamples)" in part
+    assert 'id="ablation-no-test"' not in part
+    assert not any("nan" in cell.lower() for row in rows_of(part) for cell in row)
+
+
+def test_old_run_has_no_ablation_or_availability(report, tmp_path):
+    _, _, page = report  # metrics.json without "availability"
+    part = section(page, "ablation")
+    assert 'id="no-availability"' in part and "not available" in part
+    assert 'id="availability"' in part  # the heading stays, saying so
+    inputs = dataclasses.replace(make_run(tmp_path), ablation=None)  # a run before ablation.tsv
+    part = section(html.render_html(html.build_context(inputs, b"\x89PNG\r\n\x1a\n")), "ablation")
+    assert 'id="no-ablation"' in part and "not available" in part and "<tbody>" not in part
+
+
+def test_availability_table_from_metrics(tmp_path):
+    inputs = make_run(tmp_path)
+    metrics = json.loads(inputs.metrics.read_text(encoding="utf-8"))
+    metrics |= {"splits": list(SPLITS), "availability": AVAILABILITY}
+    inputs.metrics.write_text(json.dumps(metrics), encoding="utf-8")
+    page = html.render_html(html.build_context(inputs, b"\x89PNG\r\n\x1a\n"))
+    part = section(page, "ablation")
+    part = part[part.index('<h3 id="availability">By availability pattern</h3>') :]
+    assert 'id="no-availability"' not in part
+    header = re.findall(r'<th scope="col">([^<]*)</th>', part)
+    assert header == ["split", "sequences not acquired", "patients", "accuracy", "macro AUC"]
+    assert rows_of(part) == [
+        ["train (training data: optimistic)", "none (all given)", "2", "1.000", "1.000"],
+        ["test", "none (all given)", "2", "0.500", "0.750"],
+        ["test", "T1w, FLAIR", "1", "1.000", "n/a"],  # a null macro AUC
+    ]
+    assert part.count('<tr class="training">') == 1
+
+
+def test_bad_availability_and_ablation_are_named(tmp_path):
+    inputs = make_run(tmp_path)
+    metrics = json.loads(inputs.metrics.read_text(encoding="utf-8"))
+    inputs.metrics.write_text(json.dumps(metrics | {"availability": {"test": 3}}))
+    with pytest.raises(InputError, match=r"availability\.test is not a list"):
+        tables.read_metrics(inputs.metrics)
+    table = ABLATION.astype(object)
+    table.loc[1, "delta_auc"] = "big"
+    table.to_csv(inputs.ablation, sep="\t", index=False)
+    with pytest.raises(InputError, match=r"'delta_auc'.*ablation\.tsv.*'big' \(sequence t1w\)"):
+        tables.read_ablation(inputs.ablation)
+    ABLATION.drop(columns="ci_high").to_csv(inputs.ablation, sep="\t", index=False)
+    with pytest.raises(InputError, match="'ci_high'"):
+        tables.read_ablation(inputs.ablation)
+
+
+def test_ablation_split_is_named(tmp_path):
+    assert html.ablation_split({}, predicted_only=False) == ("the held-out test patients", False)
+    external = html.ablation_split({"splits": ["external"]}, predicted_only=True)
+    assert external == ("the external patients of this prediction-only run", False)
+    leaky = html.ablation_split({}, predicted_only=False, leaky=True)[0]
+    assert leaky.startswith("the test slices") and "not held out" in leaky
+    inputs = make_cv_run(tmp_path, "leave-one-cohort-out")  # no test split
+    nan = ABLATION.assign(**{c: None for c in tables.ABLATION_COLUMNS[3:]})
+    nan.to_csv(inputs.ablation, sep="\t", index=False, na_rep="NaN")
+    part = section(html.render_html(html.build_context(inputs, b"\x89PNG\r\n\x1a\n")), "ablation")
+    assert 'id="ablation-no-test"' in part and "of which this run has none" in part
+    assert all(row[3:] == ["n/a"] * 3 for row in rows_of(part))
+
+
+@pytest.mark.parametrize(
+    ("reason", "lacking"),
+    [
+        ("missing t1w", ["t1w"]),
+        ("missing roi; missing t1c, flair; age 12 <= 18", ["t1c", "flair"]),
+        ("missing roi", []),
+        (ONLY_FLAIR, ["t1w", "t1c", "t2w"]),
+        (ONLY_FLAIR.replace("only flair", "only no sequence"), list(tables.SEQUENCE_LABELS)),
+        ("label unknown (idh=empty, codeletion=empty): predicted, never trained", []),
+    ],
+)
+def test_excluded_lacking_reads_the_reasons(reason, lacking):
+    assert tables.excluded_lacking(reason) == lacking
+
+
+def test_cohort_flow_counts_patients_lacking_each_sequence(report, tmp_path):
+    _, _, page = report  # every included patient complete; A09 excluded for missing t2w
+    part = section(page, "cohort-flow")
+    counts = part[part.index('id="sequences-missing"') :]
+    assert rows_of(counts) == [
+        ["T1w", "0 (0.0%)", "0 (0.0%)"],
+        ["T1c", "0 (0.0%)", "0 (0.0%)"],
+        ["T2w", "0 (0.0%)", "1 (100.0%)"],
+        ["FLAIR", "0 (0.0%)", "0 (0.0%)"],
+        ["any sequence", "0 (0.0%)", "1 (100.0%)"],
+    ]
+    inputs = make_run(tmp_path)
+    sheet = pd.read_csv(inputs.sheet, sep="\t", dtype=str, keep_default_na=False)
+    sheet.loc[sheet["patient"] == "B01", "t1w"] = ""
+    sheet.loc[sheet["patient"] == "A02", ["t1c", "flair"]] = ""
+    sheet.to_csv(inputs.sheet, sep="\t", index=False)
+    exclusions = [
+        ("A09", "SITE-A", "all", "missing t1w, t2w"),
+        ("A10", "SITE-A", "all", ONLY_FLAIR),
+        ("A11", "SITE-A", "all", "age 12 <= 18"),
+        ("A04", "SITE-A", "training", "label unknown (idh=empty): predicted, never trained"),
+    ]
+    pd.DataFrame(exclusions, columns=list(tables.EXCLUSION_COLUMNS)).to_csv(
+        inputs.exclusions, sep="\t", index=False
+    )
+    part = section(
+        html.render_html(html.build_context(inputs, b"\x89PNG\r\n\x1a\n")), "cohort-flow"
+    )
+    assert "kept under <code>inclusion.missing_sequences: allow</code>" in part
+    assert rows_of(part[part.index('id="sequences-missing"') :]) == [
+        ["T1w", "1 (14.3%)", "2 (66.7%)"],
+        ["T1c", "1 (14.3%)", "1 (33.3%)"],
+        ["T2w", "0 (0.0%)", "2 (66.7%)"],
+        ["FLAIR", "1 (14.3%)", "0 (0.0%)"],
+        ["any sequence", "2 (28.6%)", "2 (66.7%)"],
+    ]
+
+
+def test_every_sequence_present_says_so(tmp_path):
+    inputs = make_run(tmp_path)
+    pd.DataFrame(columns=list(tables.EXCLUSION_COLUMNS)).to_csv(
+        inputs.exclusions, sep="\t", index=False
+    )
+    part = section(html.render_html(html.build_context(inputs, b"")), "cohort-flow")
+    assert 'id="all-sequences"' in part and "Every patient has all four sequences" in part

@@ -159,3 +159,54 @@ def test_absolute_paths_kept(tmp_path: Path) -> None:
 )
 def test_molecular_class(idh: str, codel: str, expected: str) -> None:
     assert molecular_class(idh, codel) == expected
+
+
+def _gapped(tmp_path: Path) -> list[dict[str, str]]:
+    return [
+        _row(tmp_path, "FULL"),
+        _row(tmp_path, "NOT1", t1w=""),
+        _row(tmp_path, "NOT1C", t1c=""),
+        _row(tmp_path, "NOFLAIR", flair="", roi_on="t2w"),
+        _row(tmp_path, "TWOGONE", t1w="", t1c=""),
+        _row(tmp_path, "ONLYROI", t1w="", t1c="", t2w=""),
+        _row(tmp_path, "NOROI", roi=""),
+    ]
+
+
+def test_missing_sequences_exclude_names_what_each_patient_lacked(tmp_path: Path) -> None:
+    result = validate_sheet(_write(tmp_path, _gapped(tmp_path)))
+    assert list(result.included["patient"]) == ["FULL"]
+    reasons = result.exclusions.set_index("patient")["reason"]
+    assert reasons["NOT1"] == "missing t1w"
+    assert reasons["NOT1C"] == "missing t1c"
+    assert reasons["NOFLAIR"] == "missing flair"
+    assert reasons["TWOGONE"] == "missing t1w, t1c"
+    assert reasons["NOROI"] == "missing roi"
+
+
+def test_missing_sequences_allow_keeps_patients_with_the_roi_sequence_and_one_more(
+    tmp_path: Path,
+) -> None:
+    result = validate_sheet(_write(tmp_path, _gapped(tmp_path)), missing_sequences="allow")
+    included = result.included.set_index("patient")
+    assert sorted(included.index) == ["FULL", "NOFLAIR", "NOT1", "NOT1C", "TWOGONE"]
+    assert included.loc["NOT1", "t1w"] == "" and Path(included.loc["NOT1", "t1c"]).is_absolute()
+    assert included.loc["NOFLAIR", "roi_on"] == "t2w"
+    reasons = result.exclusions.set_index("patient")["reason"]
+    assert reasons["ONLYROI"].startswith("only flair: needs the ROI's sequence (flair) and")
+    assert reasons["NOROI"] == "missing roi"
+    assert set(reasons.index) == {"ONLYROI", "NOROI"}
+
+
+def test_missing_roi_sequence_is_refused_naming_patient_and_column(tmp_path: Path) -> None:
+    rows = [_row(tmp_path, "FULL"), _row(tmp_path, "NOFLAIR", flair="")]  # roi_on: flair
+    with pytest.raises(SampleSheetError) as err:
+        validate_sheet(_write(tmp_path, rows), missing_sequences="allow")
+    message = str(err.value)
+    assert "line 3, patient 'NOFLAIR', column 'flair', value ''" in message
+    assert "the ROI was drawn on flair (column 'roi_on')" in message
+    # Under exclude the same patient is simply excluded for lacking FLAIR.
+    reasons = validate_sheet(_write(tmp_path, rows)).exclusions.set_index("patient")["reason"]
+    assert reasons["NOFLAIR"] == "missing flair"
+    with pytest.raises(ValueError, match="missing_sequences"):
+        validate_sheet(_write(tmp_path, rows), missing_sequences="impute")

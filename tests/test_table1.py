@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from glioma.constants import CLASSES
+from glioma.constants import CLASSES, SEQUENCES
 from glioma.errors import InputError
 from glioma.report import stats, table1
 
@@ -215,3 +215,54 @@ def test_missing_column_is_named(tmp_path):
     make_sheet().drop(columns="grade").to_csv(path, sep="\t", index=False)
     with pytest.raises(InputError, match="'grade'"):
         table1.read_samples(path)
+
+
+def with_sequences(sheet: pd.DataFrame, lacking: dict[int, list[str]]) -> pd.DataFrame:
+    """The sheet with an image path per sequence, left empty where ``lacking`` says."""
+    sheet = sheet.assign(**{s: f"/d/{s}.nii.gz" for s in SEQUENCES})
+    for index, sequences in lacking.items():
+        sheet.loc[index, sequences] = ""
+    return sheet
+
+
+def test_sequence_rows_only_when_a_sequence_is_missing(written, tmp_path):
+    _, table, _ = written  # a sheet without sequence columns
+    assert table1.NOT_ACQUIRED_LABEL not in set(table["variable"])
+    path = tmp_path / "complete.tsv"
+    with_sequences(make_sheet(), {}).to_csv(path, sep="\t", index=False)
+    complete = table1.build_table1(table1.read_samples(path))
+    assert table1.NOT_ACQUIRED_LABEL not in set(complete["variable"])
+    assert complete.equals(table)  # a complete sheet's table is the table without sequences
+
+
+def test_sequence_rows_count_patients_lacking_each(tmp_path):
+    sheet = make_sheet()
+    # 0 (IDHwt, SITE-B) lacks T1w; 1 (IDHwt, SITE-A) T1w and FLAIR; 35 (unlabelled) FLAIR.
+    sheet = with_sequences(sheet, {0: ["t1w"], 1: ["t1w", "flair"], 35: ["flair"]})
+    path = tmp_path / "samples.tsv"
+    sheet.to_csv(path, sep="\t", index=False)
+    table = table1.write_table1(path, tmp_path / "table1.tsv", tmp_path / "table1.md")
+    rows = table[table["variable"] == table1.NOT_ACQUIRED_LABEL]
+    assert rows["level"].tolist() == ["T1w", "T1c", "T2w", "FLAIR"]  # zeros shown too
+    assert table.index[table["variable"] == table1.NOT_ACQUIRED_LABEL][0] == len(table) - 4
+    n = len(sheet)
+    assert cell(table, table1.NOT_ACQUIRED_LABEL, "T1w", "Total") == f"2 ({200 / n:.1f}%)"
+    assert cell(table, table1.NOT_ACQUIRED_LABEL, "FLAIR", "Total") == f"2 ({200 / n:.1f}%)"
+    assert cell(table, table1.NOT_ACQUIRED_LABEL, "T1c", "Total") == "0 (0.0%)"
+    for cohort in ("SITE-A", "SITE-B"):
+        members = sheet[sheet["cohort"] == cohort]
+        lacking = int((members["t1w"] == "").sum())
+        expected = f"{lacking} ({100 * lacking / len(members):.1f}%)"
+        assert cell(table, table1.NOT_ACQUIRED_LABEL, "T1w", f"cohort: {cohort}") == expected
+    idhwt = int((sheet["class"] == "IDHwt").sum())
+    assert cell(table, table1.NOT_ACQUIRED_LABEL, "T1w", "class: IDHwt") == (
+        f"2 ({200 / idhwt:.1f}%)"
+    )
+    assert cell(table, table1.NOT_ACQUIRED_LABEL, "FLAIR", "class: IDHwt") == (
+        f"1 ({100 / idhwt:.1f}%)"
+    )
+    assert cell(table, table1.NOT_ACQUIRED_LABEL, "FLAIR", "class: IDHmut-codel") == "0 (0.0%)"
+    assert set(rows["p"]) == {""} and set(rows["test"]) == {""}  # no test of these rows
+    markdown = (tmp_path / "table1.md").read_text(encoding="utf-8")
+    assert f"| {table1.NOT_ACQUIRED_LABEL} | T1w | 2 (" in markdown
+    assert "Sequence not acquired" in table1.FOOTNOTE and "not tested" in table1.FOOTNOTE

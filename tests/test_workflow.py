@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import SimpleITK as sitk
 import yaml
 from conftest import (
     ADDED_COHORT,
@@ -59,6 +60,83 @@ def test_every_patient_has_every_output(workflow_run: Path) -> None:
         assert list((results / "shards" / cohort).glob("part-*.parquet"))
     splits = pd.read_csv(results / "splits.tsv", sep="\t", dtype=str, keep_default_na=False)
     assert set(splits["patient"]) == set(sheet["patient"])
+
+
+#: The tiny cohort's patients that lack a sequence (conftest.tiny_cohort): the first two are in
+#: the shared run, the third in the cohort added later.
+LACKING = {"DEMO-A-003": "t1c", "DEMO-B-001": "flair", "DEMO-C-001": "t1w"}
+
+
+def _check_lacking_patient(results: Path, cohort: str, patient: str, lacking: str) -> None:
+    """One patient lacking a sequence: one grid for every output, its stand-in at every stage,
+    a NaN channel in its crops, and a prediction."""
+    from glioma.io import is_absent
+    from glioma.preprocess.register import same_grid
+
+    grid = sitk.ReadImage(str(results / "registered" / cohort / patient / "roi.nii.gz"))
+    for stage in ("registered", "preprocessed"):
+        for name in ("t1w", "t1c", "t2w", "flair", "roi"):
+            path = results / stage / cohort / patient / f"{name}.nii.gz"
+            assert same_grid(sitk.ReadImage(str(path)), grid), (patient, stage, name)
+            assert is_absent(path) == (name == lacking), (patient, stage, name)
+    assert is_absent(results / "n4" / cohort / patient / f"{lacking}.nii.gz")
+    images = np.load(results / "crops" / cohort / f"{patient}.npz")["images"]
+    absent = [bool(np.isnan(images[:, c]).all()) for c in range(4)]
+    assert absent == [s == lacking for s in ("t1w", "t1c", "t2w", "flair")], patient
+    assert not np.isnan(images[:, [s != lacking for s in ("t1w", "t1c", "t2w", "flair")]]).any()
+    predictions = pd.read_csv(results / "predictions" / "predictions.csv")
+    row = predictions[(predictions["cohort"] == cohort) & (predictions["patient"] == patient)]
+    assert len(row) == 1 and row["n_slices"].iloc[0] == len(images)
+
+
+def test_patients_lacking_a_sequence_are_kept_on_one_grid_and_predicted(
+    workflow_run: Path,
+) -> None:
+    results = workflow_run / "results"
+    sheet = pd.read_csv(
+        results / "cohort" / "samples.tsv", sep="\t", dtype=str, keep_default_na=False
+    ).set_index("patient")
+    splits = pd.read_csv(results / "splits.tsv", sep="\t", dtype=str, keep_default_na=False)
+    in_run = {p: s for p, s in LACKING.items() if p in sheet.index}
+    assert len(in_run) == 2
+    metrics = json.loads((results / "metrics" / "metrics.json").read_text())
+    for patient, lacking in in_run.items():
+        cohort = sheet.loc[patient, "cohort"]
+        assert sheet.loc[patient, lacking] == ""  # listed with what it lacked
+        _check_lacking_patient(results, cohort, patient, lacking)
+        # Trained on or scored like anyone else: its pattern has a row in its split.
+        split = splits.set_index("patient").loc[patient, "split"]
+        patterns = {row["missing"]: row for row in metrics["availability"][split]}
+        assert patterns[lacking]["n_patients"] >= 1
+    # A patient without T1c lands on its T1w grid (preprocess.registration.reference).
+    transforms = results / "registered" / "SITE-A" / "DEMO-A-003" / "transforms"
+    assert sorted(p.name for p in transforms.glob("*.mat")) == [
+        "flair_to_t1w.mat",
+        "t2w_to_t1w.mat",
+    ]
+    counts = sum(row["n_patients"] for rows in metrics["availability"].values() for row in rows)
+    assert counts == len(splits)
+    table = pd.read_csv(results / "metrics" / "table_availability.tsv", sep="\t")
+    assert table["n_patients"].sum() == counts
+    ablation = pd.read_csv(results / "metrics" / "ablation.tsv", sep="\t")
+    assert list(ablation["sequence"]) == ["t1w", "t1c", "t2w", "flair"]
+    assert (ablation["n_patients"] == (splits["split"] == "test").sum()).all()
+    html = (results / "report.html").read_text()
+    assert "Sequence ablation" in html
+
+
+def test_with_exclude_the_same_patients_are_excluded_with_their_reason(
+    tiny_cohort: Path, tmp_path: Path
+) -> None:
+    write_config(tmp_path, tiny_cohort, inclusion={"missing_sequences": "exclude"})
+    run = run_snakemake(tmp_path, "results/cohort/exclusions.tsv")
+    assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
+    exclusions = pd.read_csv(tmp_path / "results" / "cohort" / "exclusions.tsv", sep="\t")
+    reasons = dict(zip(exclusions["patient"], exclusions["reason"], strict=True))
+    assert {p: reasons.get(p) for p in LACKING} == {p: f"missing {s}" for p, s in LACKING.items()}
+    assert set(exclusions["scope"][exclusions["patient"].isin(LACKING)]) == {"all"}
+    included = pd.read_csv(tmp_path / "results" / "cohort" / "samples.tsv", sep="\t")
+    assert not set(included["patient"]) & set(LACKING)
 
 
 def test_metrics_and_predictions(workflow_run: Path) -> None:
@@ -140,6 +218,8 @@ def test_adding_a_cohort_processes_only_its_patients(
     for name, state in before.items():
         assert after[name] == state, f"existing shard {name} was rewritten"
     assert any(name.startswith(ADDED_COHORT) for name in after)
+    # The new cohort's patient without T1w: kept, on one grid, predicted.
+    _check_lacking_patient(workdir / "results", ADDED_COHORT, "DEMO-C-001", "t1w")
 
 
 def test_rule_scripts_import_this_workflows_library(tiny_cohort: Path, tmp_path: Path) -> None:

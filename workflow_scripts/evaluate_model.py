@@ -22,6 +22,7 @@ def main(smk) -> None:
             "slice": smk.output.table_slice,
             "baseline": smk.output.table_baseline,
             "folds": smk.output.table_folds,
+            "availability": smk.output.table_availability,
         },
         figures,
         n_boot=smk.params.bootstrap,
@@ -32,6 +33,7 @@ def main(smk) -> None:
         review_threshold=smk.params.review_entropy,
         calibration_bins=smk.params.calibration_bins,
         temperature=smk.params.temperature,
+        sheet_path=smk.input.sheet,
     )
 
 

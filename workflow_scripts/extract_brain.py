@@ -17,7 +17,7 @@ def main(smk) -> None:
         hdbet_weights=settings["hdbet_weights"],
         threads=smk.threads,
         patient=smk.wildcards.patient,
-        column=settings["input"],
+        column=smk.params.source,
     )
 
 

@@ -20,7 +20,7 @@ def main(smk) -> None:
     )
     params = smk.params
     preprocess_patient_files(
-        {n: smk.input[n] for n in (*SEQUENCES, "roi")},
+        {n: path for n, path in smk.input.items() if n in (*SEQUENCES, "roi")},
         outputs,
         roi_on=params.roi_on,
         n4=params.n4,

@@ -1,20 +1,21 @@
-"""Rule adapter: rigid registration of T1w, T2w and FLAIR (and the ROI) onto the T1c grid."""
+"""Rule adapter: rigid registration of a patient's sequences (and the ROI) onto its grid (T1c)."""
 
 from glioma.logs import setup_logging
 
 
 def main(smk) -> None:
-    """Unpack the rule's input, output and params and register one patient to T1c."""
+    """Unpack the rule's input, output and params and register one patient's sequences."""
     setup_logging(smk.log[0])
     from glioma.constants import SEQUENCES
-    from glioma.preprocess.register import MOVING, register_files
+    from glioma.preprocess.register import register_files
 
     register_files(
         {s: smk.input[s] for s in SEQUENCES},
         smk.input.roi,
         smk.params.roi_on,
         {name: smk.output[name] for name in (*SEQUENCES, "roi")},
-        {s: smk.output[f"{s}_mat"] for s in MOVING},
+        smk.output.transforms,
+        reference_order=smk.params.registration["reference"],
         transform=smk.params.registration["transform"],
         resample_mm=smk.params.registration["resample_mm"],
         seed=smk.params.seed,

@@ -16,6 +16,7 @@ def main(smk) -> None:
         saliency_dir=smk.input.saliency,
         bundle_dir=smk.input.bundle,
         review_threshold=float(smk.params.review_entropy),
+        sheet_path=smk.input.sheet,
     )
     log.info("wrote %d patient pages into %s", len(paths), smk.output[0])
 

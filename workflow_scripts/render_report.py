@@ -29,6 +29,7 @@ def main(smk) -> None:
         bundle=Path(smk.input.bundle),
         saliency=[Path(p) for p in smk.input.saliency],
         predicted_only=bool(smk.params.config["predict"]["bundle"]),
+        ablation=Path(smk.input.ablation),
     )
     write_report(inputs, smk.output.html, smk.output.curves)
     log.info("wrote %s (%d QC mosaics)", smk.output.html, len(inputs.qc))

@@ -38,6 +38,23 @@ HISTORY_COLUMNS = (
 )
 
 
+#: Columns of ``results/metrics/ablation.tsv`` (rule ablate_sequences), one row per sequence
+#: in :data:`SEQUENCES` order: each sequence hidden at test time in turn.
+ABLATION_COLUMNS = (
+    "sequence",
+    "n_patients",
+    "n_lacking",
+    "macro_auc_all",
+    "macro_auc_without",
+    "delta_auc",
+    "ci_low",
+    "ci_high",
+    "bootstrap",
+)
+#: ``missing`` of metrics.json's ``availability`` rows of patients that have every sequence.
+COMPLETE_PATTERN = "none"
+
+
 def class_index(name: str) -> int:
     """Return the model output index of a class name, or -1 for an empty (unlabelled) name."""
     return CLASSES.index(name) if name else -1

@@ -7,7 +7,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import nibabel as nib
@@ -203,3 +203,37 @@ def write_image(image: sitk.Image, path: str | Path, *, compress: bool = True) -
     """Write ``image`` to ``path`` atomically (format from the suffix)."""
     with atomic_path(path) as tmp:
         sitk.WriteImage(image, str(tmp), useCompression=compress)
+
+
+#: The header note (NIfTI ``descrip``) of the stand-in for a sequence that was not acquired.
+ABSENT_NOTE = "glioma: sequence not acquired"
+
+
+def write_absent(like: sitk.Image, path: str | Path) -> None:
+    """Write the stand-in of a sequence that was not acquired, atomically.
+
+    A stage writes it where the sequence's output would be, so every stage keeps its four
+    files: an image on ``like``'s grid (the patient's grid from registration on), every voxel
+    NaN so that nothing can use it as an image unnoticed (:func:`read_image` refuses it), and
+    :data:`ABSENT_NOTE` in its header (:func:`is_absent`).
+    """
+    image = sitk.GetImageFromArray(np.full(like.GetSize()[::-1], np.nan, np.float32))
+    image.CopyInformation(like)
+    image.SetMetaData("ITK_FileNotes", ABSENT_NOTE)
+    write_image(image, path)
+
+
+def is_absent(path: str | Path) -> bool:
+    """Return True when ``path`` is the stand-in :func:`write_absent` wrote (header only)."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return False  # unreadable: read_image names the problem
+    return reader.HasMetaDataKey("descrip") and reader.GetMetaData("descrip") == ABSENT_NOTE
+
+
+def present_sequences(paths: Mapping[str, str | Path]) -> list[str]:
+    """The names in ``paths`` (in its order) whose file is not a not-acquired stand-in."""
+    return [name for name, path in paths.items() if not is_absent(path)]

@@ -8,6 +8,7 @@ problems are reported at once so a user fixes the sheet in one pass.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,9 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "roi_on": SEQUENCES,
 }
 EXCLUSION_COLUMNS: tuple[str, ...] = ("patient", "cohort", "scope", "reason")
+#: ``inclusion.missing_sequences``: exclude a patient lacking a sequence (the study), or keep it
+#: when it has the sequence its ROI was drawn on and at least one more.
+MISSING_POLICIES: tuple[str, ...] = ("exclude", "allow")
 
 
 class SampleSheetError(ValueError):
@@ -166,7 +170,7 @@ def _check_paths(df: pd.DataFrame, base: Path) -> tuple[list[str], pd.DataFrame]
                 # empty cell is how a sheet says an image does not exist (exclusions.tsv).
                 problems.append(
                     f"{_where(df, index, column)}: file not found (looked for {str(path)!r}; "
-                    "leave the cell empty to exclude the patient instead)"
+                    "leave the cell empty if the image was not acquired)"
                 )
             elif not is_image_path(path):
                 problems.append(
@@ -177,13 +181,41 @@ def _check_paths(df: pd.DataFrame, base: Path) -> tuple[list[str], pd.DataFrame]
     return problems, resolved
 
 
-def _exclusions(df: pd.DataFrame, min_age_exclusive: float) -> pd.DataFrame:
+def missing_of(row: Mapping[str, str]) -> list[str]:
+    """The sequences a sheet row lacks (empty cells), in channel order."""
+    return [s for s in SEQUENCES if row[s] == ""]
+
+
+def _check_roi_sequence(df: pd.DataFrame) -> list[str]:
+    """Under ``missing_sequences: allow``: a patient must have the sequence its ROI was drawn on
+    (the ROI is placed through that sequence's registration)."""
+    problems = []
+    for index, row in df.iterrows():
+        sequence = row["roi_on"]
+        if sequence in SEQUENCES and row[sequence] == "" and row["roi"] != "":
+            problems.append(
+                f"{_where(df, index, sequence)}: the ROI was drawn on {sequence} (column "
+                f"'roi_on'), which is not given: add the {sequence} image, or set roi_on to the "
+                "sequence whose grid the ROI lies on"
+            )
+    return problems
+
+
+def _exclusions(df: pd.DataFrame, min_age_exclusive: float, missing_sequences: str) -> pd.DataFrame:
     rows = []
     for _, row in df.iterrows():
-        missing = [c for c in IMAGE_COLUMNS if row[c] == ""]
+        missing = missing_of(row)
         reasons = []
-        if missing:
+        if row["roi"] == "":
+            reasons.append("missing roi")
+        if missing and missing_sequences == "exclude":
             reasons.append(f"missing {', '.join(missing)}")
+        elif len(missing) >= len(SEQUENCES) - 1:
+            present = [s for s in SEQUENCES if s not in missing]
+            reasons.append(
+                f"only {', '.join(present) or 'no sequence'}: needs the ROI's sequence "
+                f"({row['roi_on']}) and at least one more"
+            )
         if row["age"] != "" and float(row["age"]) <= min_age_exclusive:
             reasons.append(f"age {row['age']} <= {min_age_exclusive:g}")
         if reasons:
@@ -198,25 +230,42 @@ def _exclusions(df: pd.DataFrame, min_age_exclusive: float) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(EXCLUSION_COLUMNS))
 
 
-def validate_sheet(path: str | Path, *, min_age_exclusive: float = 18) -> SheetResult:
+def validate_sheet(
+    path: str | Path, *, min_age_exclusive: float = 18, missing_sequences: str = "exclude"
+) -> SheetResult:
     """Validate a sample sheet and apply the study's inclusion criteria.
+
+    An empty image cell means the image was not acquired; a named file that does not exist is
+    an error.
 
     Args:
         path: the TSV sample sheet.
         min_age_exclusive: patients at or below this age are excluded.
+        missing_sequences: ``exclude`` (the study): a patient lacking any sequence is excluded;
+            ``allow``: it is kept when it has the sequence its ROI was drawn on (``roi_on``,
+            else refused as a sheet problem) and at least one more. A patient without an ROI
+            is always excluded.
 
     Returns:
-        ``included``: patients to process (all four sequences and an ROI present, age above the
-        limit or unknown), with absolute image paths and a ``class`` column ("" = unlabelled);
+        ``included``: patients to process (an ROI and the sequences the policy requires, age
+        above the limit or unknown), with absolute image paths (empty where not acquired) and
+        a ``class`` column ("" = unlabelled);
         ``exclusions``: one row per excluded patient with ``scope`` ``all`` (not processed) or
         ``training`` (processed and predicted, never trained or evaluated on) and a reason.
 
     Raises:
         SampleSheetError: listing every problem with its line, column and value.
     """
+    if missing_sequences not in MISSING_POLICIES:
+        raise ValueError(
+            f"inclusion.missing_sequences: {missing_sequences!r}; expected one of "
+            f"{list(MISSING_POLICIES)}"
+        )
     path = Path(path)
     df = read_sheet(path)
     problems = _check_ids(df) + _check_values(df)
+    if missing_sequences == "allow":
+        problems += _check_roi_sequence(df)
     path_problems, resolved = _check_paths(df, path.resolve().parent)
     problems += path_problems
     if problems:
@@ -224,7 +273,7 @@ def validate_sheet(path: str | Path, *, min_age_exclusive: float = 18) -> SheetR
     resolved["class"] = [
         molecular_class(i, c) for i, c in zip(resolved["idh"], resolved["codeletion"], strict=True)
     ]
-    exclusions = _exclusions(resolved, min_age_exclusive)
+    exclusions = _exclusions(resolved, min_age_exclusive, missing_sequences)
     dropped = exclusions.loc[exclusions["scope"] == "all", ["cohort", "patient"]]
     keys = pd.MultiIndex.from_frame(resolved[["cohort", "patient"]])
     keep = ~keys.isin(pd.MultiIndex.from_frame(dropped))

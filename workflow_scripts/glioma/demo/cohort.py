@@ -55,8 +55,13 @@ LABELS: dict[str, tuple[str, str]] = {
     "IDHmut-intact": ("mutant", "intact"),
 }
 
+#: The sequence each patient chosen to lack one loses, cycling over them in patient order.
+MISSING_ORDER: tuple[str, ...] = ("t1c", "flair", "t1w", "t2w")
+#: Where the ROI is drawn when FLAIR was not acquired: T2w, acquired much like FLAIR.
+ROI_FALLBACK = "t2w"
+
 # Seed roles, so streams for different purposes never share random numbers.
-_CLASSES_STREAM, _SCANNER_STREAM, _PATIENT_STREAM = 1, 2, 3
+_CLASSES_STREAM, _SCANNER_STREAM, _PATIENT_STREAM, _MISSING_STREAM = 1, 2, 3, 4
 
 
 def allocate_classes(rng: np.random.Generator, n: int) -> list[str]:
@@ -102,14 +107,56 @@ def cohort_scanner(seed: int, index: int) -> acq.Scanner:
     )
 
 
+def choose_missing(seed: int, sizes: list[int], fraction: float) -> dict[tuple[int, int], str]:
+    """Choose the patients that lack a sequence, and the sequence each lacks.
+
+    ``round(fraction * sum(sizes))`` patients are chosen, spread over the cohorts as evenly as
+    their sizes allow (a seeded draw picks which patients, and which cohorts take one more).
+    The draw has its own random stream, so the rest of the cohort does not depend on it. Each
+    chosen patient lacks exactly one sequence, cycling through ``MISSING_ORDER`` over them in
+    patient order (cohort, then number): any three lack T1c, FLAIR and T1w respectively.
+
+    Args:
+        seed: the cohort's seed.
+        sizes: patients per cohort, in cohort order.
+        fraction: share of patients that lack a sequence, 0-1.
+
+    Returns:
+        ``(cohort index, patient index) -> lost sequence``, for the chosen patients only.
+    """
+    count = round(fraction * sum(sizes))
+    if count == 0:
+        return {}
+    rng = np.random.default_rng([seed, _MISSING_STREAM])
+    orders = [rng.permutation(size) for size in sizes]
+    cohorts = rng.permutation(len(sizes))
+    # Round robin over the cohorts (in a drawn order), each giving its next drawn patient.
+    picks = [
+        (int(k), int(orders[k][r])) for r in range(max(sizes)) for k in cohorts if r < sizes[k]
+    ]
+    chosen = sorted(picks[:count])
+    return {key: MISSING_ORDER[j % len(MISSING_ORDER)] for j, key in enumerate(chosen)}
+
+
 def _matrix(m: np.ndarray) -> list[list[float]]:
     return [[round(float(v), 6) for v in row] for row in m]
 
 
-def truth_record(patient: Patient, cls: str) -> dict[str, object]:
-    """Ground truth of one patient as JSON-ready data (see the package docstring)."""
+def truth_record(patient: Patient, cls: str, missing: tuple[str, ...] = ()) -> dict[str, object]:
+    """Ground truth of one patient as JSON-ready data (see the package docstring).
+
+    Args:
+        patient: the rendered patient.
+        cls: its molecular class.
+        missing: sequences not acquired; listed under ``"missing"`` when there are any (the
+            key is absent otherwise, so complete patients' records are as they always were).
+
+    Returns:
+        The record; poses and tumour centres cover all four sequences even when one is missing
+        (``brain_mask_t1c`` stays placed by the T1c pose).
+    """
     centre = np.append(patient.centre_world, 1)
-    return {
+    record: dict[str, object] = {
         "class": cls,
         "world_from_scanner": {s: _matrix(m) for s, m in patient.world_from_scanner.items()},
         "atlas_from_world": _matrix(patient.atlas_from_world),
@@ -126,14 +173,50 @@ def truth_record(patient: Patient, cls: str) -> dict[str, object]:
             },
         },
     }
+    if missing:
+        record["missing"] = [s for s in SEQUENCES if s in missing]
+    return record
 
 
 def write_patient(
-    patient: Patient, scanner: acq.Scanner, cls: str, image_dir: Path, truth_dir: Path
+    patient: Patient,
+    scanner: acq.Scanner,
+    cls: str,
+    image_dir: Path,
+    truth_dir: Path,
+    missing: tuple[str, ...] = (),
 ) -> dict[str, str]:
-    """Write one patient's images, ROI and truth files; return the image paths by column."""
+    """Write one patient's images, ROI and truth files.
+
+    Args:
+        patient: the rendered patient (its ROI on the ``patient.roi_on`` grid).
+        scanner: the site's conventions (file suffixes).
+        cls: its molecular class.
+        image_dir: folder of the images and the ROI.
+        truth_dir: folder of the ground truth.
+        missing: sequences not acquired: no image, white matter mask or bias field is
+            written for them.
+
+    Returns:
+        Image paths by sheet column; an empty string for a sequence in ``missing``.
+
+    Raises:
+        ValueError: the ROI's sequence is missing, or fewer than two sequences remain.
+    """
+    if patient.roi_on in missing or len(SEQUENCES) - len(set(missing)) < 2:
+        raise ValueError(f"cannot leave out {list(missing)} with the ROI on {patient.roi_on}")
     paths = {}
     for seq in SEQUENCES:
+        if seq in missing:
+            # Nothing for it on disk, not even a file left by an earlier run into ``out``.
+            for stale in (
+                image_dir / f"{seq}{scanner.suffix}",
+                truth_dir / f"wm_mask_{seq}.nii.gz",
+                truth_dir / f"bias_{seq}.nii.gz",
+            ):
+                stale.unlink(missing_ok=True)
+            paths[seq] = ""
+            continue
         paths[seq] = image_dir / f"{seq}{scanner.suffix}"
         write_image(acq.to_image(patient.images[seq], patient.grids[seq]), paths[seq])
         write_image(
@@ -145,13 +228,13 @@ def write_patient(
         bias = np.round(patient.bias[seq] * 512) / 512
         write_image(acq.to_image(bias, patient.grids[seq]), truth_dir / f"bias_{seq}.nii.gz")
     paths["roi"] = image_dir / f"roi{scanner.roi_suffix}"
-    write_image(acq.to_image(patient.roi, patient.grids["flair"]), paths["roi"])
+    write_image(acq.to_image(patient.roi, patient.grids[patient.roi_on]), paths["roi"])
     write_image(
         acq.to_image(patient.brain_mask_t1c, patient.grids["t1c"]),
         truth_dir / "brain_mask_t1c.nii.gz",
     )
     with atomic_path(truth_dir / "truth.json") as tmp:
-        tmp.write_text(json.dumps(truth_record(patient, cls), indent=1) + "\n")
+        tmp.write_text(json.dumps(truth_record(patient, cls, missing), indent=1) + "\n")
     return {k: str(v) for k, v in paths.items()}
 
 
@@ -161,8 +244,13 @@ def _split(n_patients: int, n_cohorts: int) -> list[int]:
     return [base + (i < extra) for i in range(n_cohorts)]
 
 
-def _write_cohort(out: Path, atlas: Atlas, seed: int, k: int, size: int) -> list[dict]:
-    """Generate and write cohort number ``k`` of ``size`` patients; return its sheet rows."""
+def _write_cohort(
+    out: Path, atlas: Atlas, seed: int, k: int, size: int, lost: dict[tuple[int, int], str]
+) -> list[dict]:
+    """Generate and write cohort number ``k`` of ``size`` patients; return its sheet rows.
+
+    ``lost`` is ``choose_missing``'s answer: the sequence a patient lacks, by (cohort, index).
+    """
     letter = string.ascii_uppercase[k]
     cohort, scanner = f"SITE-{letter}", cohort_scanner(seed, k)
     classes = allocate_classes(np.random.default_rng([seed, _CLASSES_STREAM, k]), size)
@@ -172,18 +260,26 @@ def _write_cohort(out: Path, atlas: Atlas, seed: int, k: int, size: int) -> list
         # One stream per patient, so its draws do not depend on how its neighbours drew.
         rng = np.random.default_rng([seed, _PATIENT_STREAM, k, i])
         info = demographics(rng, cls)
-        patient = make_patient(rng, atlas, scanner, cls, atlas.spacing)
+        missing = (lost[k, i],) if (k, i) in lost else ()
+        roi_on = ROI_FALLBACK if "flair" in missing else "flair"
+        patient = make_patient(rng, atlas, scanner, cls, atlas.spacing, roi_on=roi_on)
         image_dir, truth_dir = out / cohort / patient_id, out / "truth" / cohort / patient_id
-        paths = write_patient(patient, scanner, cls, image_dir, truth_dir)
-        relative = {c: Path(p).relative_to(out).as_posix() for c, p in paths.items()}
-        rows.append({"patient": patient_id, "cohort": cohort, **relative, "roi_on": "flair"})
+        paths = write_patient(patient, scanner, cls, image_dir, truth_dir, missing)
+        relative = {c: Path(p).relative_to(out).as_posix() if p else "" for c, p in paths.items()}
+        rows.append({"patient": patient_id, "cohort": cohort, **relative, "roi_on": roi_on})
         rows[-1].update(info)
-        log.info("wrote %s/%s (%s)", cohort, patient_id, cls)
+        lacking = f", no {missing[0]}" if missing else ""
+        log.info("wrote %s/%s (%s%s)", cohort, patient_id, cls, lacking)
     return rows
 
 
 def generate_cohort(
-    out: Path, n_patients: int, spacing: float = 2.0, seed: int = 0, n_cohorts: int = 3
+    out: Path,
+    n_patients: int,
+    spacing: float = 2.0,
+    seed: int = 0,
+    n_cohorts: int = 3,
+    missing: float = 0.0,
 ) -> pd.DataFrame:
     """Generate the demo cohorts under ``out`` and write ``out/samples.tsv``.
 
@@ -194,12 +290,18 @@ def generate_cohort(
         spacing: base voxel size in mm (2 for the demo, 4 for fast tests).
         seed: seed of every random draw; the same arguments give byte-identical files.
         n_cohorts: number of sites (at most 26), named ``SITE-A``, ``SITE-B``, ...
+        missing: share of patients (0-1) that lack one sequence: ``round(missing *
+            n_patients)`` of them, chosen by ``choose_missing``, get an empty sheet cell and
+            no image for it; one lacking FLAIR has its ROI on the T2w grid (``roi_on`` t2w)
+            and every other patient on FLAIR. Its own random stream: with 0 the output is
+            byte-identical to a cohort generated without missing sequences, and the images a
+            patient keeps are the same whatever ``missing`` is.
 
     Returns:
-        The sample sheet as written (paths relative to ``out``).
+        The sample sheet as written (paths relative to ``out``; "" for a missing sequence).
 
     Raises:
-        ValueError: on a count or spacing out of range.
+        ValueError: on a count, spacing or share out of range.
     """
     if not 1 <= n_cohorts <= len(string.ascii_uppercase):
         raise ValueError(f"n_cohorts must be 1-26, got {n_cohorts}")
@@ -207,11 +309,15 @@ def generate_cohort(
         raise ValueError(f"need at least one patient per cohort: {n_patients} < {n_cohorts}")
     if not 0.5 <= spacing <= 8.0:
         raise ValueError(f"spacing must be 0.5-8 mm, got {spacing}")
+    if not 0.0 <= missing <= 1.0:
+        raise ValueError(f"missing must be a share of patients from 0 to 1, got {missing}")
     out = Path(out)
     atlas = load_atlas(float(spacing))
+    sizes = _split(n_patients, n_cohorts)
+    lost = choose_missing(seed, sizes, missing)
     rows = []
-    for k, size in enumerate(_split(n_patients, n_cohorts)):
-        rows += _write_cohort(out, atlas, seed, k, size)
+    for k, size in enumerate(sizes):
+        rows += _write_cohort(out, atlas, seed, k, size, lost)
     sheet = pd.DataFrame(rows, columns=list(SHEET_COLUMNS))
     with atomic_path(out / "samples.tsv") as tmp:
         sheet.to_csv(tmp, sep="\t", index=False)

@@ -27,12 +27,13 @@ class Patient:
         grids: sequence -> its voxel grid in scanner space.
         world_from_scanner: sequence -> 4x4 rigid head pose of that acquisition.
         atlas_from_world: 4x4 affine from the patient's anatomy to the atlas.
-        roi: uint8 0/1 lesion mask (tumour + necrosis + oedema) on the FLAIR grid.
+        roi: uint8 0/1 lesion mask (tumour + necrosis + oedema) on the ``roi_on`` grid.
         brain_mask_t1c: uint8 0/1 true brain on the T1c grid.
         wm_masks: sequence -> uint8 0/1 true normal white matter on its grid.
         bias: sequence -> float32 multiplicative bias field on its grid.
         tumour: the tumour, in atlas space.
         centre_world: tumour centre in the patient's anatomy (world) space, LPS mm.
+        roi_on: the sequence whose grid the ROI is on (FLAIR unless it was not acquired).
     """
 
     images: dict[str, np.ndarray]
@@ -45,6 +46,7 @@ class Patient:
     bias: dict[str, np.ndarray]
     tumour: Tumour
     centre_world: np.ndarray
+    roi_on: str = "flair"
 
 
 def anatomy_affine(rng: np.random.Generator, centre: np.ndarray) -> np.ndarray:
@@ -92,9 +94,17 @@ def _acquire(
 
 
 def make_patient(
-    rng: np.random.Generator, atlas: Atlas, scanner: acq.Scanner, cls: str, spacing: float
+    rng: np.random.Generator,
+    atlas: Atlas,
+    scanner: acq.Scanner,
+    cls: str,
+    spacing: float,
+    roi_on: str = "flair",
 ) -> Patient:
     """Render one patient of class ``cls`` as acquired by ``scanner``.
+
+    All four sequences are rendered whatever ``roi_on`` is, and the ROI is sampled without
+    random draws, so the images do not depend on which grid the ROI goes on.
 
     Args:
         rng: the patient's own generator (drawing order is fixed, so output is reproducible).
@@ -102,7 +112,14 @@ def make_patient(
         scanner: the site's acquisition conventions.
         cls: molecular class, one of ``glioma.constants.CLASSES``.
         spacing: the requested base voxel size in mm.
+        roi_on: the sequence whose grid the ROI is drawn on (FLAIR, or another sequence for a
+            patient whose FLAIR was not acquired).
+
+    Raises:
+        ValueError: ``roi_on`` is not one of ``glioma.constants.SEQUENCES``.
     """
+    if roi_on not in SEQUENCES:
+        raise ValueError(f"roi_on must be one of {list(SEQUENCES)}, got {roi_on!r}")
     atlas_from_world = anatomy_affine(rng, atlas.head_centre)
     world_from_atlas = np.linalg.inv(atlas_from_world)
     centre = (world_from_atlas @ np.append(atlas.head_centre, 1))[:3]
@@ -138,10 +155,11 @@ def make_patient(
         grids=grids,
         world_from_scanner=poses,
         atlas_from_world=atlas_from_world,
-        roi=on_grid(lesion, "flair"),
+        roi=on_grid(lesion, roi_on),
         brain_mask_t1c=on_grid(atlas.brain, "t1c"),
         wm_masks=wm_masks,
         bias=biases,
         tumour=tumour,
         centre_world=centre_world,
+        roi_on=roi_on,
     )

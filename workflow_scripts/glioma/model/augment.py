@@ -1,4 +1,5 @@
-"""Tensor augmentation of training batches: flips, small rotations, intensity jitter."""
+"""Tensor augmentation of training batches: sequence dropout, flips, small rotations, intensity
+jitter."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from glioma.model.availability import drop_sequences
 
 
 @dataclass(frozen=True)
@@ -17,11 +20,14 @@ class AugmentSettings:
         flip: flip each slice left-right and, independently, up-down with probability 0.5.
         rotation_deg: rotate each slice by an angle drawn uniformly from +-this many degrees.
         intensity: per slice and channel, multiply by U(1-x, 1+x) and add U(-x, x).
+        sequence_dropout: hide each present sequence of a slice with this probability, never
+            all of them (:func:`glioma.model.availability.drop_sequences`).
     """
 
     flip: bool = True
     rotation_deg: float = 10.0
     intensity: float = 0.1
+    sequence_dropout: float = 0.0
 
 
 def _flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -60,7 +66,8 @@ def augment_batch(
     """Return a randomly perturbed copy of a batch of slices.
 
     Args:
-        images: float tensor (B, C, H, W), on any device.
+        images: float tensor (B, C, H, W), on any device; an absent sequence's channel is NaN
+            (and stays NaN, bar zero padding at rotated corners).
         settings: which perturbations to apply and how strongly.
         generator: a CPU generator, so the draws are seeded and do not depend on the device.
 
@@ -70,6 +77,9 @@ def augment_batch(
     if images.ndim != 4:
         raise ValueError(f"expected a batch (B, C, H, W), got shape {tuple(images.shape)}")
     out = images
+    if settings.sequence_dropout > 0:
+        # First, so the hidden channels are NaN through the geometry like absent ones.
+        out = drop_sequences(out, settings.sequence_dropout, generator)
     if settings.flip:
         out = _flip(out, generator)
     if settings.rotation_deg > 0:

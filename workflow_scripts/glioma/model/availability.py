@@ -9,6 +9,13 @@ mask a zero-filled channel is indistinguishable from a dark but real one.
 During training :func:`sequence_dropout` hides each present sequence of a slice with a given
 probability (never all of them), so the network learns not to lean on any one sequence and has
 seen every pattern of absence before it meets one at prediction time.
+
+Between the crops and the network an absent sequence travels as a channel of NaN (the crops,
+the shards and every batch): :func:`absent` reads the pattern back from the images, and the
+network's input hook (:func:`network_input`, attached by :func:`glioma.model.nets.build_model`)
+turns NaN channels into :data:`FILL` plus availability planes. So every caller (training,
+prediction, saliency, the ablation of :mod:`glioma.model.ablation`) hides a sequence the same
+way, by setting its channel to NaN (:func:`hide`).
 """
 
 from __future__ import annotations
@@ -19,12 +26,15 @@ import torch
 FILL = 0.0
 
 
-def with_availability(images: torch.Tensor, available: torch.Tensor) -> torch.Tensor:
+def with_availability(
+    images: torch.Tensor, available: torch.Tensor, *, check: bool = True
+) -> torch.Tensor:
     """Fill the absent channels and append the availability planes.
 
     Args:
         images: float tensor (B, C, H, W), one channel per sequence.
         available: bool tensor (B, C): which sequences each slice has.
+        check: refuse a slice with no sequence (costs a device synchronisation on a GPU).
 
     Returns:
         A new float tensor (B, 2C, H, W): the images with absent channels set to
@@ -39,7 +49,7 @@ def with_availability(images: torch.Tensor, available: torch.Tensor) -> torch.Te
             "match: expected (B, C, H, W) and (B, C)"
         )
     available = available.to(device=images.device, dtype=torch.bool)
-    if not bool(available.any(dim=1).all()):
+    if check and not bool(available.any(dim=1).all()):
         raise ValueError("a slice has no sequence available")
     mask = available[:, :, None, None]
     filled = torch.where(mask, images, torch.full_like(images, FILL))
@@ -80,3 +90,32 @@ def sequence_dropout(
         rescue[torch.arange(len(present)), scores.argmax(dim=1)] = True
         kept = torch.where(empty[:, None], rescue, kept)
     return kept.to(available.device)
+
+
+def absent(images: torch.Tensor) -> torch.Tensor:
+    """Which channels of a batch (B, C, H, W) are absent: bool (B, C), True where a channel
+    holds NaN (an absent sequence is all NaN; augmentation may pad its edges with 0)."""
+    return torch.isnan(images).flatten(2).any(dim=2)
+
+
+def hide(images: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+    """A copy of ``images`` (B, C, H, W) with the channels where ``hidden`` (B, C) is True set
+    to NaN: how a sequence is made absent."""
+    mask = hidden.to(device=images.device, dtype=torch.bool)[:, :, None, None]
+    return images.masked_fill(mask, float("nan"))
+
+
+def network_input(images: torch.Tensor) -> torch.Tensor:
+    """The network's input (B, 2C, H, W) from images (B, C, H, W) whose absent channels are
+    NaN: the channels filled with :data:`FILL`, then the availability planes."""
+    return with_availability(images, ~absent(images), check=False)
+
+
+def drop_sequences(images: torch.Tensor, rate: float, generator: torch.Generator) -> torch.Tensor:
+    """Sequence dropout of a training batch whose absent channels are NaN: each present
+    sequence of a slice is hidden (set to NaN) with probability ``rate``, never all of them."""
+    if rate == 0:
+        return images
+    available = ~absent(images)
+    kept = sequence_dropout(available, rate, generator)
+    return hide(images, available & ~kept)

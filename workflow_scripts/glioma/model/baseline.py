@@ -25,6 +25,7 @@ from glioma.constants import CLASSES, SEQUENCES, class_index
 from glioma.dataset.loader import iter_patient_batches
 from glioma.dataset.splits import read_splits
 from glioma.io import atomic_path
+from glioma.model.availability import FILL
 from glioma.model.data import UNLISTED_SPLIT, slice_splits
 from glioma.model.ensemble import combine_folds
 from glioma.model.predict import PATIENT_COLUMNS, patient_row, slice_rows
@@ -55,11 +56,13 @@ def slice_features(images: np.ndarray) -> np.ndarray:
 
     Per channel: mean, SD (population), 10th and 90th percentiles (linear interpolation), mean of
     the central square (the central half of height and width) and the fraction of pixels above 2.
+    An absent sequence (a NaN channel) is taken as its fill value,
+    :data:`glioma.model.availability.FILL` (0), so its six features are 0.
 
     Raises:
         ValueError: ``images`` is not 4-dimensional.
     """
-    x = np.asarray(images, dtype=np.float64)
+    x = np.nan_to_num(np.asarray(images, dtype=np.float64), nan=FILL)
     if x.ndim != 4:
         raise ValueError(f"images must be (N, C, H, W); got shape {x.shape}")
     n, channels, height, width = x.shape

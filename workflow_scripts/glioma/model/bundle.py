@@ -51,6 +51,7 @@ BUNDLED_SETTINGS: tuple[str, ...] = (
     "preprocess.n4",
     "preprocess.registration.transform",
     "preprocess.registration.resample_mm",
+    "preprocess.registration.reference",
     "preprocess.brain_extraction.method",
     "preprocess.brain_extraction.input",
     "preprocess.brain_extraction.threshold",

@@ -32,6 +32,7 @@ from glioma.model.assessment import (
 )
 from glioma.model.data import is_slice_level
 from glioma.model.metrics import CLASS_KEYS, classification_metrics
+from glioma.model.patterns import missing_patterns, pattern_metrics, write_pattern_table
 from glioma.model.predict import PROB_COLUMNS
 
 log = logging.getLogger(__name__)
@@ -309,6 +310,7 @@ def evaluate_predictions(
     review_threshold: float = 0.6,
     calibration_bins: int = 10,
     temperature: float | None = None,
+    sheet_path: str | Path | None = None,
 ) -> dict[str, Any]:
     """Evaluate slices.parquet against the manifest and write metrics, tables and figures.
 
@@ -333,6 +335,9 @@ def evaluate_predictions(
         calibration_bins: ``evaluate.calibration_bins``.
         temperature: a model bundle's temperature (prediction-only runs), used as it is
             instead of one fitted on this run's val or out-of-fold patients.
+        sheet_path: ``results/cohort/samples.tsv``, for the ``availability`` section (metrics
+            per pattern of sequences present, :mod:`glioma.model.patterns`) and, with
+            ``table_outs["availability"]``, its table; None for neither.
 
     Returns:
         The metrics document written.
@@ -365,6 +370,8 @@ def evaluate_predictions(
         document["uncertainty"] = uncertainty_section(
             patients, uncertainty, shown, threshold=review_threshold
         )
+    if sheet_path is not None:
+        document["availability"] = pattern_metrics(patients, missing_patterns(sheet_path), shown)
     document = _json_safe(document)
     if baseline_path is not None:
         document["baseline"] = baseline_metrics(
@@ -400,6 +407,8 @@ def _write_tables(document: dict[str, Any], outs: dict[str, str | Path], *, leak
     if outs.get("folds"):
         with atomic_path(outs["folds"]) as tmp:
             fold_table(document.get("cv")).to_csv(tmp, sep="\t", index=False, na_rep="")
+    if outs.get("availability"):
+        write_pattern_table(document.get("availability", {}), outs["availability"])
 
 
 def _log_summary(document: dict[str, Any]) -> None:

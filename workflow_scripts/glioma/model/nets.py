@@ -1,4 +1,11 @@
-"""Build timm classifiers with 4 input channels and 3 classes, optionally from local weights."""
+"""Build timm classifiers of the 4 sequences and 3 classes, optionally from local weights.
+
+A model is called with one channel per sequence, an absent sequence's channel all NaN; a
+forward pre-hook (:func:`glioma.model.availability.network_input`) turns that into the
+network's 8 channels, the filled images and one availability plane per sequence. The hook keeps
+the model a plain timm model (its state dict, stem and stages are timm's), so checkpoints,
+local weights and Grad-CAM's layer lookup work unchanged.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +18,14 @@ import torch
 from torch import nn
 
 from glioma.constants import CLASSES, SEQUENCES
+from glioma.model.availability import network_input
 
 log = logging.getLogger(__name__)
 
+#: Channels a model is called with: one per sequence (NaN where absent).
 IN_CHANS = len(SEQUENCES)
+#: Channels the network itself sees: the filled images and one availability plane per sequence.
+NET_CHANS = 2 * IN_CHANS
 NUM_CLASSES = len(CLASSES)
 
 
@@ -43,8 +54,8 @@ def _overlay_for(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, 
     """Describe ``state`` to timm so it keeps what fits and adapts or drops the rest.
 
     timm drops the classifier when the file's class count differs from ours, and repeats a
-    3-channel stem over 4 channels; a stem that already has 4 channels (our own checkpoints)
-    must not go through that conversion, which only accepts 3-channel weights.
+    3-channel stem over the network's 8 channels; a stem that already has 8 (our own
+    checkpoints) must not go through that conversion, which only accepts 3-channel weights.
     """
     cfg = model.pretrained_cfg
     overlay: dict[str, Any] = {"state_dict": state}
@@ -59,7 +70,7 @@ def _overlay_for(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, 
     stems = (stems,) if isinstance(stems, str) else tuple(stems)
     for stem in stems:
         weight = state.get(f"{stem}.weight")
-        if weight is not None and weight.ndim == 4 and weight.shape[1] == IN_CHANS:
+        if weight is not None and weight.ndim == 4 and weight.shape[1] == NET_CHANS:
             overlay["first_conv"] = None
     return overlay
 
@@ -67,18 +78,18 @@ def _overlay_for(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, 
 def build_model(
     name: str, kwargs: dict[str, Any] | None = None, pretrained_weights: str | Path = ""
 ) -> nn.Module:
-    """Create a timm model with 4 input channels and 3 outputs.
+    """Create a timm model of the 4 sequences (absent ones NaN) with 3 outputs.
 
     Args:
         name: any timm model name, e.g. ``swin_tiny_patch4_window7_224``.
         kwargs: extra keyword arguments for ``timm.create_model`` (e.g. ``img_size``,
             ``embed_dim``, ``depths``, ``num_heads``, ``window_size`` for a small Swin).
         pretrained_weights: a local weights file, or empty for random initialisation. A
-            3-channel stem is adapted to 4 channels and a classifier of another size is
-            re-initialised, as timm does; nothing is downloaded.
+            3-channel stem is adapted to the network's 8 channels and a classifier of another
+            size is re-initialised, as timm does; nothing is downloaded.
 
     Returns:
-        The model, on the CPU, in training mode.
+        The model, on the CPU, in training mode, with the availability input hook.
 
     Raises:
         ValueError: unknown model name, bad keyword arguments or unreadable weights.
@@ -91,22 +102,33 @@ def build_model(
     if not timm.is_model(name):
         raise ValueError(f"model.name: {name!r} is not a timm model name")
     try:
-        model = timm.create_model(name, in_chans=IN_CHANS, num_classes=NUM_CLASSES, **kwargs)
+        model = timm.create_model(name, in_chans=NET_CHANS, num_classes=NUM_CLASSES, **kwargs)
     except TypeError as err:
         raise ValueError(f"model.kwargs: {kwargs} do not fit {name!r} ({err})") from err
     if not pretrained_weights:
-        return model
+        return _with_input_hook(model)
     path = Path(pretrained_weights)
     overlay = _overlay_for(model, _local_state_dict(path))
     model = timm.create_model(
         name,
         pretrained=True,
         pretrained_cfg_overlay=overlay,
-        in_chans=IN_CHANS,
+        in_chans=NET_CHANS,
         num_classes=NUM_CLASSES,
         **kwargs,
     )
     log.info("loaded local weights %s into %s", path, name)
+    return _with_input_hook(model)
+
+
+def _network_input_hook(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Forward pre-hook: sequence images (B, 4, H, W), NaN where absent -> network input."""
+    return (network_input(args[0]), *args[1:])
+
+
+def _with_input_hook(model: nn.Module) -> nn.Module:
+    """Attach the availability input hook to ``model`` and return it."""
+    model.register_forward_pre_hook(_network_input_hook)
     return model
 
 

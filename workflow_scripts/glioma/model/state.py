@@ -24,7 +24,9 @@ from glioma.model.settings import TrainSettings
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
+#: Version of the checkpoint records. 2: the network takes availability planes beside the
+#: images (glioma.model.availability), so its stem has 8 input channels, not 4.
+FORMAT = 2
 
 
 @dataclass
@@ -178,11 +180,16 @@ def load_classifier(path: str | Path, device: torch.device | str = "cpu") -> nn.
     """Rebuild the network saved in best.pt or last.pt and load its weights (eval mode).
 
     Raises:
-        ValueError: the checkpoint's classes differ from ``CLASSES``.
+        ValueError: the checkpoint is of another format, or its classes differ from ``CLASSES``.
     """
     from glioma.model.nets import build_model
 
     record = checkpoint.load(path)
+    if record.get("format") != FORMAT:
+        raise ValueError(
+            f"{path}: checkpoint format {record.get('format')!r} is not {FORMAT} (saved by an "
+            "earlier version of the workflow, whose network had no availability input): retrain"
+        )
     if tuple(record.get("classes", ())) != CLASSES:
         raise ValueError(f"{path}: classes {record.get('classes')} differ from {list(CLASSES)}")
     model = build_model(record["model_name"], record["model_kwargs"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from glioma.errors import InputError
@@ -56,3 +57,18 @@ def in_context(
     function knows no file; a reader knows no patient); the file functions complete them.
     """
     return err.with_context(patient=patient, column=column, path=path)
+
+
+def extractor_input(preferred: str, present: Sequence[str], reference_order: Sequence[str]) -> str:
+    """The sequence that feeds the brain extractor: ``preferred``
+    (``preprocess.brain_extraction.input``) when the patient has it, else the other of T1w and
+    T1c, else its first present sequence of ``reference_order``.
+
+    Raises:
+        InputError: none of them is present.
+    """
+    other = {"t1w": "t1c", "t1c": "t1w"}.get(preferred)
+    for sequence in (preferred, other, *reference_order):
+        if sequence in present:
+            return sequence
+    raise InputError(f"no sequence to extract the brain from (present: {list(present)})")

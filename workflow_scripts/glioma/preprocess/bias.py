@@ -11,7 +11,7 @@ import SimpleITK as sitk
 
 from glioma.constants import SEQUENCES
 from glioma.errors import InputError
-from glioma.io import read_image, write_image
+from glioma.io import read_image, write_absent, write_image
 from glioma.preprocess import configure_threads, in_context
 
 log = logging.getLogger(__name__)
@@ -137,11 +137,13 @@ def correct_bias_files(
     threads: int = 1,
     patient: str | None = None,
 ) -> None:
-    """N4-correct the four sequences of one patient.
+    """N4-correct the sequences of one patient.
 
     Args:
-        inputs: raw image path per sequence (keys ``SEQUENCES``).
-        outputs: output path per sequence.
+        inputs: raw image path per sequence the patient has (a subset of ``SEQUENCES``).
+        outputs: output path per sequence of ``SEQUENCES``; a sequence without input gets the
+            not-acquired stand-in (:func:`glioma.io.write_absent`) on the grid of the first
+            sequence it has.
         fit_spacing_mm: see :func:`n4_correct`.
         iterations: see :func:`n4_correct`.
         tolerance: see :func:`n4_correct`.
@@ -152,16 +154,23 @@ def correct_bias_files(
         InputError: an image is missing, unreadable or empty; names patient, column and file.
     """
     configure_threads(threads)
+    present = [s for s in SEQUENCES if s in inputs]
+    if not present:
+        raise InputError("no sequence to correct", patient=patient)
     # Every file is read and checked before any is corrected: a bad FLAIR fails in a second,
     # not after three N4 fits, and leaves no corrected T1w behind.
     images = {}
-    for sequence in SEQUENCES:
+    for sequence in present:
         log.info("reading %s: %s", sequence, inputs[sequence])
         try:
             images[sequence] = read_image(inputs[sequence])
         except InputError as err:
             raise in_context(err, patient=patient, column=sequence) from err
     for sequence in SEQUENCES:
+        if sequence not in inputs:
+            log.info("%s not acquired: writing its stand-in", sequence)
+            write_absent(images[present[0]], outputs[sequence])
+    for sequence in present:
         log.info("N4 %s", sequence)
         try:
             _correct_and_write(

@@ -14,7 +14,7 @@ from scipy import ndimage
 
 from glioma.constants import SEQUENCES
 from glioma.errors import InputError
-from glioma.io import atomic_path, read_image
+from glioma.io import atomic_path, present_sequences, read_image
 from glioma.preprocess import in_context
 
 log = logging.getLogger(__name__)
@@ -119,14 +119,22 @@ def _crop_channels(
 ) -> tuple[np.ndarray, float]:
     """Crop and resize the kept axial slices of (L, P, S) channels.
 
+    A channel that is all NaN (a sequence that was not acquired) stays all NaN, which is how
+    an absent sequence reaches the shards and the network (:mod:`glioma.model.availability`).
+
     Returns:
         The (S, C, size, size) float16 crops, and their pixel size in mm (square pixels).
     """
     centre, extent_mm = _box(roi_lps[:, :, keep], spacing_lp)
     half_mm = _half_side(extent_mm, margin_mm=margin_mm, fov_mm=fov_mm)
     images = np.zeros((keep.size, len(channels), size, size), np.float16)
+    absent = [bool(np.isnan(channel).all()) for channel in channels]
+    for c in np.flatnonzero(absent):
+        images[:, c] = np.nan
     for i, k in enumerate(keep):
         for c, channel in enumerate(channels):
+            if absent[c]:
+                continue
             plane = channel[:, :, k].astype(np.float32)
             if mask_to_roi:
                 plane = np.where(roi_lps[:, :, k], plane, 0)
@@ -165,7 +173,8 @@ def crop_slices(
     or ``fov_mm`` (a fixed field of view: the tumour's size on screen is its physical size).
 
     Args:
-        volumes: (C, z, y, x) image arrays on one grid (SimpleITK order), channels in order.
+        volumes: (C, z, y, x) image arrays on one grid (SimpleITK order), channels in order;
+            an absent sequence's channel is all NaN (and stays so).
         roi: (z, y, x) ROI mask on the same grid.
         spacing: grid spacing (x, y, z) in mm.
         direction: grid direction cosines (9 numbers, row-major, as SimpleITK gives them).
@@ -205,13 +214,20 @@ def crop_slices(
 
 
 def _read_stack(images: Mapping[str, str | Path], roi: str | Path) -> tuple[np.ndarray, sitk.Image]:
-    """Read the four sequences as a (C, z, y, x) stack and the ROI; check they share a grid."""
+    """Read the four sequences as a (C, z, y, x) stack and the ROI; check they share a grid.
+
+    A sequence that was not acquired (its stand-in) is a channel of NaN.
+    """
     try:
         roi_image = read_image(roi, mask=True)
     except InputError as err:
         raise in_context(err, column="roi") from err
     arrays = []
+    present = present_sequences({s: images[s] for s in SEQUENCES})
     for sequence in SEQUENCES:
+        if sequence not in present:
+            arrays.append(np.full(roi_image.GetSize()[::-1], np.nan, np.float32))
+            continue
         try:
             image = read_image(images[sequence])
         except InputError as err:

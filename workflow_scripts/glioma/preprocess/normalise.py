@@ -11,7 +11,7 @@ import SimpleITK as sitk
 
 from glioma.constants import SEQUENCES
 from glioma.errors import InputError
-from glioma.io import read_image, write_image
+from glioma.io import present_sequences, read_image, write_absent, write_image
 from glioma.preprocess import in_context
 
 log = logging.getLogger(__name__)
@@ -128,7 +128,10 @@ def normalise_files(
     percentiles: Sequence[float] = (0.5, 99.5),
     patient: str | None = None,
 ) -> None:
-    """Skull-strip and normalise the four registered sequences; write them, the mask and the ROI.
+    """Skull-strip and normalise the registered sequences; write them, the mask and the ROI.
+
+    A sequence that was not acquired (its stand-in, :func:`glioma.io.is_absent`) stays a
+    stand-in.
 
     The mask applied (and written to ``outputs['brain_mask']``) is :func:`apply_brain_mask`.
 
@@ -154,7 +157,8 @@ def normalise_files(
         sitk.GetArrayFromImage(brain).astype(bool), sitk.GetArrayFromImage(roi_image).astype(bool)
     )
     normalised = {}
-    for sequence in SEQUENCES:
+    present = present_sequences({s: images[s] for s in SEQUENCES})
+    for sequence in present:
         try:
             image = _read_on_grid(images[sequence], brain, sequence)
             array = normalise(
@@ -163,6 +167,9 @@ def normalise_files(
         except InputError as err:
             raise in_context(err, patient=patient, column=sequence, path=images[sequence]) from err
         normalised[sequence] = _like(array, brain)
+    for sequence in SEQUENCES:
+        if sequence not in normalised:
+            write_absent(brain, outputs[sequence])
     for sequence, image in normalised.items():
         write_image(image, outputs[sequence])
     write_image(_like(applied.astype(np.uint8), brain), outputs["brain_mask"])

@@ -9,18 +9,20 @@ five Python start-ups with their imports.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from glioma.constants import SEQUENCES
+from glioma.io import present_sequences
+from glioma.preprocess import extractor_input
 from glioma.preprocess.bias import correct_bias_files
 from glioma.preprocess.brain import extract_brain_file
 from glioma.preprocess.crop import crop_file
 from glioma.preprocess.normalise import normalise_files
 from glioma.preprocess.qc import plot_qc_file
-from glioma.preprocess.register import MOVING, register_files
+from glioma.preprocess.register import REFERENCE_ORDER, register_files
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +35,10 @@ class PatientOutputs:
 
     Attributes:
         n4: N4-corrected image per sequence (native grid).
-        registered: image per sequence and ``roi`` on the T1c grid.
-        transforms: ``.mat`` transform per sequence in ``MOVING``.
-        brain: brain mask from the extractor (T1c grid).
+        registered: image per sequence and ``roi`` on the patient's grid (T1c's, or its first
+            present sequence of ``preprocess.registration.reference``).
+        transforms: folder of the ``{moving}_to_{reference}.mat`` transforms.
+        brain: brain mask from the extractor (the patient's grid).
         preprocessed: normalised image per sequence, ``brain_mask`` and ``roi``.
         crops: the ``.npz`` slice stack.
         qc: the QC picture.
@@ -43,7 +46,7 @@ class PatientOutputs:
 
     n4: Mapping[str, PathLike]
     registered: Mapping[str, PathLike]
-    transforms: Mapping[str, PathLike]
+    transforms: PathLike
     brain: PathLike
     preprocessed: Mapping[str, PathLike]
     crops: PathLike
@@ -77,7 +80,7 @@ class PatientOutputs:
         return cls(
             n4=images(n4, *SEQUENCES),
             registered=images(registered, *SEQUENCES, "roi"),
-            transforms={s: Path(registered) / "transforms" / f"{s}_to_t1c.mat" for s in MOVING},
+            transforms=Path(registered) / "transforms",
             brain=Path(brain),
             preprocessed=images(preprocessed, *SEQUENCES, "brain_mask", "roi"),
             crops=Path(crops),
@@ -119,11 +122,13 @@ def preprocess_patient_files(
     the step before wrote and every output equals the step rules' output.
 
     Args:
-        raw: raw image path per sequence and ``roi`` (sheet columns).
+        raw: raw image path per sequence the patient has and ``roi`` (sheet columns); an
+            absent or empty sequence was not acquired and gets the stand-in at every stage.
         outputs: where every file goes.
         roi_on: the sequence the ROI was drawn on.
         n4: ``preprocess.n4`` (fit_spacing_mm, iterations, tolerance).
-        registration: ``preprocess.registration`` with the cohort's transform.
+        registration: ``preprocess.registration`` with the cohort's transform (``reference``:
+            the order of the reference sequences; default :data:`REFERENCE_ORDER`).
         brain_extraction: ``preprocess.brain_extraction`` with the cohort's method.
         normalisation: ``preprocess.normalisation`` (method, percentiles).
         crop: ``preprocess.crop`` (fov_mm, margin_mm, size, mask_to_roi, min_roi_voxels).
@@ -139,7 +144,12 @@ def preprocess_patient_files(
         raw, outputs, roi_on, n4, registration, seed=seed, threads=threads, patient=patient
     )
     _extract_and_normalise(
-        outputs, brain_extraction, normalisation, threads=threads, patient=patient
+        outputs,
+        brain_extraction,
+        normalisation,
+        reference_order=registration.get("reference", REFERENCE_ORDER),
+        threads=threads,
+        patient=patient,
     )
     _crop_and_plot(outputs, crop, patient=patient, title=title)
 
@@ -155,17 +165,18 @@ def _correct_and_register(
     threads: int,
     patient: str | None,
 ) -> None:
-    """Steps 1 and 2: N4 of the raw sequences, then registration of them and the ROI to T1c."""
+    """Steps 1 and 2: N4 of the raw sequences, then registration of them and the ROI."""
     log.info("step 1/6: N4 bias-field correction")
-    sequences = {s: raw[s] for s in SEQUENCES}
+    sequences = {s: raw[s] for s in SEQUENCES if raw.get(s)}
     correct_bias_files(sequences, outputs.n4, **n4, threads=threads, patient=patient)
-    log.info("step 2/6: registration to T1c")
+    log.info("step 2/6: registration")
     register_files(
         outputs.n4,
         raw["roi"],
         roi_on,
         outputs.registered,
         outputs.transforms,
+        reference_order=registration.get("reference", REFERENCE_ORDER),
         transform=registration["transform"],
         resample_mm=registration["resample_mm"],
         seed=seed,
@@ -179,21 +190,25 @@ def _extract_and_normalise(
     brain_extraction: Mapping[str, Any],
     normalisation: Mapping[str, Any],
     *,
+    reference_order: Sequence[str],
     threads: int,
     patient: str | None,
 ) -> None:
     """Steps 3 and 4: the brain mask, then skull stripping and normalisation of the sequences."""
     log.info("step 3/6: brain extraction")
-    extractor_input = brain_extraction["input"]
+    present = present_sequences({s: outputs.registered[s] for s in SEQUENCES})
+    source = extractor_input(brain_extraction["input"], present, reference_order)
+    if source != brain_extraction["input"]:
+        log.warning("no %s: the brain is extracted from %s", brain_extraction["input"], source)
     extract_brain_file(
-        outputs.registered[extractor_input],
+        outputs.registered[source],
         outputs.brain,
         method=brain_extraction["method"],
         threshold=brain_extraction["threshold"],
         hdbet_weights=brain_extraction["hdbet_weights"],
         threads=threads,
         patient=patient,
-        column=extractor_input,
+        column=source,
     )
     log.info("step 4/6: normalisation")
     normalise_files(

@@ -11,7 +11,7 @@ import SimpleITK as sitk
 
 from glioma.constants import SEQUENCES
 from glioma.errors import InputError
-from glioma.io import atomic_path, read_image
+from glioma.io import atomic_path, present_sequences, read_image
 from glioma.preprocess import in_context
 from glioma.preprocess.crop import orientation, to_patient_axes
 
@@ -53,8 +53,27 @@ def _window(volume: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
     return float(low), float(high if high > low else low + 1)
 
 
+def _draw_absent_row(axes, sequence: str, *, first: bool) -> None:
+    """Draw the row of a sequence that was not acquired: empty panels, labelled as such."""
+    for ax, plane in zip(axes, PLANES, strict=True):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_facecolor("black")
+        if first:
+            ax.set_title(plane, color="white", fontsize=10)
+    axes[1].text(
+        0.5, 0.5, f"{sequence}: not acquired", color="#ffb000", fontsize=12,
+        ha="center", va="center", transform=axes[1].transAxes,
+    )  # fmt: skip
+    axes[0].set_ylabel(sequence, color="white", fontsize=10)
+
+
 def _draw_row(axes, sequence, volume, brain, roi, centre, spacing_lps, *, first: bool) -> None:
-    """Draw one sequence in the three planes, with brain and ROI outlines."""
+    """Draw one sequence in the three planes, with brain and ROI outlines (``volume`` None: a
+    sequence that was not acquired)."""
+    if volume is None:
+        _draw_absent_row(axes, sequence, first=first)
+        return
     low, high = _window(volume, brain)
     for ax, plane in zip(axes, PLANES, strict=True):
         ax.imshow(
@@ -78,7 +97,7 @@ def _draw_row(axes, sequence, volume, brain, roi, centre, spacing_lps, *, first:
 
 
 def plot_qc(
-    volumes: Mapping[str, np.ndarray],
+    volumes: Mapping[str, np.ndarray | None],
     brain: np.ndarray,
     roi: np.ndarray,
     spacing_lps: np.ndarray,
@@ -89,7 +108,8 @@ def plot_qc(
     """Draw the QC figure from (L, P, S) arrays and save it as PNG (fixed size) atomically.
 
     Args:
-        volumes: image per sequence, (L, P, S) order.
+        volumes: image per sequence, (L, P, S) order; None for a sequence that was not
+            acquired (a labelled empty row).
         brain: brain mask, same order.
         roi: ROI mask, same order; the cuts go through its centre of mass.
         spacing_lps: voxel spacing along L, P, S in mm.
@@ -136,7 +156,8 @@ def plot_qc_file(
     """Read one patient's images (T1c grid), brain mask and ROI, and write the QC picture.
 
     Args:
-        images: image path per sequence (registered, before skull stripping, shows the mask best).
+        images: image path per sequence (registered, before skull stripping, shows the mask
+            best); a not-acquired stand-in is drawn as a labelled empty row.
         brain_mask: brain mask path.
         roi: ROI path.
         out_path: ``results/qc/{cohort}/{patient}.png``.
@@ -150,10 +171,11 @@ def plot_qc_file(
         if not roi_lps.any():
             raise InputError("ROI is empty", column="roi", path=roi)
         brain = _read_lps(brain_mask, orient, "brain_mask", mask=True) > 0
-        volumes = {s: _read_lps(images[s], orient, s) for s in SEQUENCES}
+        present = present_sequences({s: images[s] for s in SEQUENCES})
+        volumes = {s: _read_lps(images[s], orient, s) if s in present else None for s in SEQUENCES}
         paths = {"brain_mask": brain_mask, **images}
         for name, array in (("brain_mask", brain), *volumes.items()):
-            if array.shape != roi_lps.shape:
+            if array is not None and array.shape != roi_lps.shape:
                 raise InputError("grid differs from the ROI's grid", column=name, path=paths[name])
     except InputError as err:
         raise in_context(err, patient=patient, column="roi", path=roi) from err

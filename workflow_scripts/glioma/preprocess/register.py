@@ -1,4 +1,9 @@
-"""Rigid mutual-information registration of T1w, T2w and FLAIR onto the T1c grid (ANTsPy)."""
+"""Rigid mutual-information registration of a patient's sequences onto one grid (ANTsPy).
+
+The grid is T1c's, as in the study, or for a patient without T1c the first sequence it has in
+``preprocess.registration.reference`` (:func:`reference_of`); a sequence that was not acquired
+gets the not-acquired stand-in on that grid (:func:`glioma.io.write_absent`).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import contextlib
 import logging
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -14,14 +19,16 @@ import SimpleITK as sitk
 
 from glioma.constants import SEQUENCES
 from glioma.errors import InputError
-from glioma.io import atomic_path, read_image, write_image
+from glioma.io import atomic_path, present_sequences, read_image, write_absent, write_image
 from glioma.preprocess import configure_threads, in_context
 
 log = logging.getLogger(__name__)
 
-#: The sequence every other sequence is registered to.
+#: The sequence every other sequence is registered to, when the patient has it.
 REFERENCE = "t1c"
-#: Sequences registered to the reference, in order.
+#: Order in which sequences are tried as the reference (``preprocess.registration.reference``).
+REFERENCE_ORDER: tuple[str, ...] = ("t1c", "t1w", "flair", "t2w")
+#: Sequences registered to T1c when a patient has all four, in order.
 MOVING = tuple(s for s in SEQUENCES if s != REFERENCE)
 #: Two grids are the same when spacing agrees to this relative tolerance ...
 SPACING_RTOL = 1e-3
@@ -199,43 +206,69 @@ def check_roi_grid(
     )
 
 
+def reference_of(present: Sequence[str], order: Sequence[str] = REFERENCE_ORDER) -> str:
+    """The registration reference of a patient with sequences ``present``: the first of
+    ``order`` it has.
+
+    Raises:
+        InputError: the patient has none of ``order``.
+    """
+    for sequence in order:
+        if sequence in present:
+            return sequence
+    raise InputError(f"none of the reference sequences {list(order)} is present")
+
+
+def transform_file(moving: str, reference: str) -> str:
+    """File name of the transform of ``moving`` onto ``reference`` in the transforms folder."""
+    return f"{moving}_to_{reference}.mat"
+
+
 def register_images(
     images: Mapping[str, sitk.Image],
     roi: sitk.Image,
     roi_on: str,
-    transform_paths: Mapping[str, str | Path],
+    transforms_dir: str | Path,
     *,
+    reference_order: Sequence[str] = REFERENCE_ORDER,
     transform: str = "Rigid",
     seed: int = 42,
     resample_mm: float = 3.0,
 ) -> dict[str, sitk.Image]:
-    """Register T1w, T2w and FLAIR to T1c and bring all sequences and the ROI onto the T1c grid.
+    """Register a patient's sequences to its reference and bring them and the ROI onto its grid.
 
     Args:
-        images: N4-corrected images per sequence (native grids).
+        images: N4-corrected images of the sequences the patient has (native grids).
         roi: tumour mask on the grid of ``roi_on``.
         roi_on: the sequence the ROI was drawn on; the ROI follows that sequence's transform.
-        transform_paths: output ``.mat`` path for each sequence in ``MOVING``.
+        transforms_dir: folder the ``.mat`` of each registered sequence is written to
+            (:func:`transform_file`).
+        reference_order: the first of these in ``images`` is the reference (:func:`reference_of`).
         transform: ANTs rigid transform type.
         seed: random seed of the metric sampling.
         resample_mm: spacing the registration runs at (see :func:`register_rigid`).
 
     Returns:
-        Images on the T1c grid per sequence (float32) and ``roi`` (uint8 0/1).
+        Images on the reference grid per sequence of ``images`` (float32) and ``roi``
+        (uint8 0/1).
 
     Raises:
         InputError: the ROI is empty after resampling (column ``roi``).
     """
-    fixed = images[REFERENCE]
+    reference = reference_of(list(images), reference_order)
+    if reference != REFERENCE:
+        log.warning("no %s: registering to %s instead", REFERENCE, reference)
+    fixed = images[reference]
     fixed_small = downsample(fixed, resample_mm)  # once, not once per moving sequence
-    transforms: dict[str, sitk.Transform | None] = {REFERENCE: None}
-    out = {REFERENCE: sitk.Cast(fixed, sitk.sitkFloat32)}
-    for sequence in MOVING:
-        log.info("registering %s to %s (%s)", sequence, REFERENCE, transform)
+    transforms: dict[str, sitk.Transform | None] = {reference: None}
+    out = {reference: sitk.Cast(fixed, sitk.sitkFloat32)}
+    Path(transforms_dir).mkdir(parents=True, exist_ok=True)
+    for sequence in (s for s in images if s != reference):
+        log.info("registering %s to %s (%s)", sequence, reference, transform)
         transforms[sequence] = register_rigid(
             fixed_small,
             images[sequence],
-            transform_paths[sequence],
+            Path(transforms_dir) / transform_file(sequence, reference),
             transform=transform,
             seed=seed,
             resample_mm=resample_mm,
@@ -244,19 +277,22 @@ def register_images(
     out["roi"] = resample_onto(roi, fixed, transforms[roi_on], label=True)
     voxels = int(sitk.GetArrayViewFromImage(out["roi"]).sum())
     if voxels == 0:
-        raise InputError("ROI is empty on the T1c grid after registration", column="roi")
-    log.info("ROI on the T1c grid: %d voxels (drawn on %s)", voxels, roi_on)
+        raise InputError(f"ROI is empty on the {reference} grid after registration", column="roi")
+    log.info("ROI on the %s grid: %d voxels (drawn on %s)", reference, voxels, roi_on)
     return out
 
 
 def _read_sequences(images: Mapping[str, str | Path], patient: str | None) -> dict[str, sitk.Image]:
-    """Read the four N4-corrected images; errors name the patient and the sequence."""
+    """Read the N4-corrected images of the sequences a patient has (not-acquired stand-ins are
+    skipped); errors name the patient and the sequence."""
     loaded = {}
-    for sequence in SEQUENCES:
+    for sequence in present_sequences({s: images[s] for s in SEQUENCES}):
         try:
             loaded[sequence] = read_image(images[sequence])
         except InputError as err:
             raise in_context(err, patient=patient, column=sequence) from err
+    if not loaded:
+        raise InputError("no sequence was acquired", patient=patient)
     return loaded
 
 
@@ -265,22 +301,25 @@ def register_files(
     roi: str | Path,
     roi_on: str,
     outputs: Mapping[str, str | Path],
-    transforms: Mapping[str, str | Path],
+    transforms: str | Path,
     *,
+    reference_order: Sequence[str] = REFERENCE_ORDER,
     transform: str = "Rigid",
     seed: int = 42,
     resample_mm: float = 3.0,
     threads: int = 1,
     patient: str | None = None,
 ) -> None:
-    """Read one patient's N4 images and raw ROI, register to T1c and write everything on its grid.
+    """Read one patient's N4 images and raw ROI, register them and write everything on one grid.
 
     Args:
-        images: N4-corrected image path per sequence.
+        images: N4-corrected image path per sequence (a not-acquired stand-in where absent).
         roi: raw ROI path (NIfTI, NRRD/.seg.nrrd or DICOM), on the grid of ``roi_on``.
         roi_on: the sequence the ROI was drawn on.
-        outputs: output path per sequence and for ``roi``.
-        transforms: output ``.mat`` path per sequence in ``MOVING``.
+        outputs: output path per sequence and for ``roi``; an absent sequence's is its stand-in
+            on the reference grid.
+        transforms: folder of the ``.mat`` transforms, ``{moving}_to_{reference}.mat``.
+        reference_order: the patient's first present sequence of these is the grid.
         transform: ANTs rigid transform type.
         seed: random seed of the metric sampling.
         resample_mm: spacing the registration runs at (see :func:`register_rigid`).
@@ -291,13 +330,19 @@ def register_files(
         patient: patient ID, for error messages.
 
     Raises:
-        InputError: unreadable input, ROI on the wrong grid, or ROI empty; names patient, column
-            and file.
+        InputError: unreadable input, ROI on the wrong grid or on an absent sequence, or ROI
+            empty; names patient, column and file.
     """
     if threads > 1:
         log.info("registration runs on 1 thread (of %d) for reproducible transforms", threads)
     configure_threads(1)
     loaded = _read_sequences(images, patient)
+    if roi_on not in loaded:
+        raise InputError(
+            f"the ROI was drawn on {roi_on}, which was not acquired",
+            patient=patient,
+            column="roi_on",
+        )
     try:
         roi_image = read_image(roi, mask=True)
         if not sitk.GetArrayViewFromImage(roi_image).any():
@@ -308,11 +353,16 @@ def register_files(
             roi_image,
             roi_on,
             transforms,
+            reference_order=reference_order,
             transform=transform,
             seed=seed,
             resample_mm=resample_mm,
         )
     except InputError as err:
         raise in_context(err, patient=patient, column="roi", path=roi) from err
+    grid = registered["roi"]
+    for sequence in SEQUENCES:
+        if sequence not in registered:
+            write_absent(grid, outputs[sequence])
     for name, image in registered.items():
         write_image(image, outputs[name])

@@ -7,13 +7,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from glioma.constants import SAFE_ID_RE
+from glioma.constants import SAFE_ID_RE, SEQUENCES
 from glioma.dataset.splits import read_splits
 from glioma.dataset.writer import atomic_dir
 from glioma.errors import InputError
 from glioma.model.explain import read_index
 from glioma.report.explained import read_bundle
 from glioma.report.patient_page import PatientPage, write_patient_page
+from glioma.report.tables import not_acquired, read_table
 
 #: The bundle fields a page shows.
 BUNDLE_FIELDS = ("id", "created", "models", "classes", "training_cohort", "temperature")
@@ -30,6 +31,17 @@ def bundle_identity(bundle_dir: str | Path) -> dict:
     return identity
 
 
+def sequences_not_acquired(sheet_path: str | Path, cohort: str) -> dict[str, list[str]]:
+    """Patient -> the sequences it lacks (empty cells of the validated sheet), for one cohort.
+
+    Raises:
+        InputError: the sheet is missing, or lacks a sequence's column.
+    """
+    sheet = read_table(sheet_path, ("patient", "cohort", *SEQUENCES))
+    rows = sheet[sheet["cohort"] == cohort].to_dict("records")
+    return {str(row["patient"]): not_acquired(row) for row in rows}
+
+
 def write_cohort_pages(
     cohort: str,
     predictions_path: str | Path,
@@ -40,6 +52,7 @@ def write_cohort_pages(
     saliency_dir: str | Path,
     bundle_dir: str | Path,
     review_threshold: float,
+    sheet_path: str | Path | None = None,
 ) -> list[Path]:
     """Write ``out_dir/{patient}.html`` for every predicted patient of ``cohort`` (atomically).
 
@@ -52,6 +65,8 @@ def write_cohort_pages(
         saliency_dir: ``results/saliency/{cohort}`` (pictures and index.json).
         bundle_dir: the model bundle that made the predictions.
         review_threshold: ``evaluate.review_entropy``.
+        sheet_path: ``results/cohort/samples.tsv``, which says the sequences each patient lacks
+            (None, or a patient it does not list: the page says it is not recorded).
 
     Returns:
         The pages written (under their final paths).
@@ -73,6 +88,7 @@ def write_cohort_pages(
     qc_of = {Path(p).stem: Path(p) for p in qc}
     index = read_index(saliency_dir)["patients"]
     identity = bundle_identity(bundle_dir)
+    lacking = sequences_not_acquired(sheet_path, cohort) if sheet_path is not None else {}
     written = []
     with atomic_dir(out_dir) as tmp:
         for row in predictions.to_dict("records"):
@@ -95,6 +111,7 @@ def write_cohort_pages(
                 shown_slices=entry["shown"] if entry else [],
                 bundle=identity,
                 review_threshold=review_threshold,
+                not_acquired=lacking.get(patient),
             )
             write_patient_page(page, tmp / f"{patient}.html")
             written.append(Path(out_dir) / f"{patient}.html")

@@ -58,7 +58,9 @@ class ReportInputs:
     ``model_config`` is the one model's saved config, or the first fold's. ``roc``,
     ``confusion``, ``calibration`` and ``uncertainty`` hold ``<kind>_<split>.png`` of the scored
     splits. ``folds_table`` (``table_folds.tsv``) and ``folds_figure`` (``folds.png``, under
-    cross-validation only) may be None, as may the trust figures be empty, for older runs.
+    cross-validation only) may be None, as may the trust figures be empty, for older runs;
+    ``ablation`` (``results/metrics/ablation.tsv``, the sequence ablation) is None for runs from
+    before it, and the page then says it is not available.
     """
 
     sheet: Path
@@ -80,6 +82,7 @@ class ReportInputs:
     bundle: Path | None = None
     saliency: Sequence[Path] = ()
     predicted_only: bool = False
+    ablation: Path | None = None
 
     def histories(self) -> dict[str, Path]:
         """Label -> history.csv: ``model`` for one, ``fold <id>`` (its folder) for several."""
@@ -240,6 +243,52 @@ def _trust_context(inputs: ReportInputs, metrics: dict[str, Any]) -> dict[str, A
     }
 
 
+def ablation_split(
+    metrics: dict[str, Any], *, predicted_only: bool, leaky: bool = False
+) -> tuple[str, bool]:
+    """Which patients the sequence ablation is on, as the page says it, and whether the run has
+    none (no test split: leave-one-cohort-out cross-validation scores every patient out-of-fold).
+    """
+    if predicted_only:
+        return "the external patients of this prediction-only run", False
+    if "test" in tables.scored_splits(metrics):
+        if leaky:
+            return "the test slices (split by slice: their patients are not held out)", False
+        return "the held-out test patients", False
+    return "the held-out test patients, of which this run has none", True
+
+
+def _sequences_context(
+    inputs: ReportInputs,
+    metrics: dict[str, Any],
+    sheet: pd.DataFrame,
+    exclusions: pd.DataFrame,
+    *,
+    leaky: bool,
+) -> dict[str, Any]:
+    """Missing sequences: who lacks which, the sequence ablation (None without ablation.tsv)
+    and the metrics per availability pattern (``has_availability`` False in older runs)."""
+    ablation = None
+    if inputs.ablation is not None:
+        frame = tables.read_ablation(inputs.ablation)
+        split, no_patients = ablation_split(
+            metrics, predicted_only=inputs.predicted_only, leaky=leaky
+        )
+        ablation = {
+            "table": _frame(tables.ablation_table(frame)),
+            "split": split,
+            "no_patients": no_patients,
+            "bootstrap": tables.bootstrap_resamples(frame),
+        }
+    return {
+        "sequence_counts": _frame(tables.sequence_availability(sheet, exclusions)),
+        "any_lacking": tables.any_lacking(sheet, exclusions),
+        "ablation": ablation,
+        "availability": _frame(tables.availability_table(metrics)),
+        "has_availability": isinstance(metrics.get("availability"), dict),
+    }
+
+
 def _explained_context(inputs: ReportInputs) -> dict[str, Any]:
     """The model bundle and saliency sections (None where the run has neither)."""
     bundle = (
@@ -283,6 +332,9 @@ def build_context(inputs: ReportInputs, curves_png: bytes) -> dict[str, Any]:
         "roc": roc,
         "confusion": split_figures(inputs.confusion, "confusion", metrics),
         **_trust_context(inputs, metrics),
+        **_sequences_context(
+            inputs, metrics, sheet, exclusions, leaky=tables.is_leaky(splits, metrics)
+        ),
         **_explained_context(inputs),
         "predictions": _frame(predictions, mark=("review", tables.REVIEW_FLAG, "review")),
         "n_review": int((predictions["review"] == tables.REVIEW_FLAG).sum()),

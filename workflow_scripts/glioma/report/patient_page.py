@@ -1,9 +1,10 @@
 """One self-contained HTML page per predicted patient, ``results/patients/{cohort}/{patient}.html``.
 
 A page is for a clinician-researcher looking at one case: the predicted class and its
-probabilities, how uncertain the prediction is and whether it is flagged for review, the true
-class where known, whether the patient was in the model's training data, the preprocessing QC
-mosaic, the saliency map and the identity of the model bundle that made the prediction.
+probabilities, the sequences it was predicted with and those not acquired, how uncertain the
+prediction is and whether it is flagged for review, the true class where known, whether the
+patient was in the model's training data, the preprocessing QC mosaic, the saliency map and the
+identity of the model bundle that made the prediction.
 
 Like the run report (:mod:`glioma.report.html`), the page embeds its images as ``data:`` URIs and
 its CSS inline, holds no script, and its Content-Security-Policy allows nothing else, so opening
@@ -18,11 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from glioma.constants import CLASSES
+from glioma.constants import CLASSES, SEQUENCES
 from glioma.errors import InputError
 from glioma.io import atomic_path
 from glioma.report import figures
 from glioma.report.html import render_template
+from glioma.report.tables import SEQUENCE_LABELS
 
 DISCLAIMER = (
     "Research tool: not a medical device. This page shows the output of an experimental model "
@@ -68,6 +70,8 @@ class PatientPage:
         bundle: the model bundle's identity (id, created, models, model_name, classes,
             workflow_version, training_cohort, temperature).
         review_threshold: ``evaluate.review_entropy``.
+        not_acquired: the sequences the patient lacks (``t1w`` ...; empty cells of the
+            validated sheet), or None when the sheet does not say (the page says so).
     """
 
     cohort: str
@@ -80,6 +84,7 @@ class PatientPage:
     shown_slices: Sequence[int]
     bundle: Mapping[str, Any]
     review_threshold: float
+    not_acquired: Sequence[str] | None = None
 
 
 def _text(value: Any) -> str:
@@ -207,6 +212,28 @@ def split_context(page: PatientPage) -> dict[str, Any]:
     }
 
 
+def sequences_context(page: PatientPage) -> dict[str, Any]:
+    """The sequences the patient was predicted with and those not acquired, as display names.
+
+    Returns:
+        ``known`` (False when the sheet did not say: both texts are then ``not recorded``),
+        ``used`` and ``missing`` (comma-separated, ``none`` when nothing is missing), and
+        ``any_missing``.
+    """
+    if page.not_acquired is None:
+        return {"known": False, "used": "not recorded", "missing": "not recorded",
+                "any_missing": False}  # fmt: skip
+    lacking = {str(s).lower() for s in page.not_acquired}
+    missing = [SEQUENCE_LABELS[s] for s in SEQUENCES if s in lacking]
+    used = [SEQUENCE_LABELS[s] for s in SEQUENCES if s not in lacking]
+    return {
+        "known": True,
+        "used": ", ".join(used) or "none",
+        "missing": ", ".join(missing) or "none",
+        "any_missing": bool(missing),
+    }
+
+
 def _image(path: Path, page: PatientPage) -> str:
     """An image as a data URI; InputError naming the patient and the path when missing."""
     try:
@@ -289,6 +316,7 @@ def page_context(page: PatientPage) -> dict[str, Any]:
         "patient": page.patient,
         "predicted_class": _text(page.prediction.get("predicted_class")) or "not recorded",
         "probabilities": probabilities(page),
+        "sequences": sequences_context(page),
         "uncertainty": uncertainty(page),
         "split": split_context(page),
         **pictures(page),

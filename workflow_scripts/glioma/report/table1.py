@@ -1,14 +1,17 @@
 """Table 1: patient characteristics in total, per cohort and per molecular class, with tests.
 
 Rows: the number of patients; age (mean ± SD, median (IQR)); sex, WHO grade and molecular class
-as n (%). Percentages are of the column's patients, and a missing value is counted in an
-``unknown`` row, never dropped. Columns: ``Total``, one per cohort (``cohort: X``), one per class
-(``class: X``, labelled patients only), then the p-value across classes, the tests used, and one
-Bonferroni-corrected post-hoc column per pair of classes (``post-hoc: A vs B``).
+as n (%); and, when some included patient lacks a sequence (``inclusion.missing_sequences:
+allow``), the patients whose sequence was not acquired, n (%) per sequence. Percentages are of
+the column's patients, and a missing value is counted in an ``unknown`` row, never dropped.
+Columns: ``Total``, one per cohort (``cohort: X``), one per class (``class: X``, labelled
+patients only), then the p-value across classes, the tests used, and one Bonferroni-corrected
+post-hoc column per pair of classes (``post-hoc: A vs B``).
 
 The tests are those of :mod:`glioma.report.stats`: Kruskal-Wallis with pairwise Mann-Whitney U
 for age; chi-square with pairwise Fisher's exact (2x2) or chi-square (2 x k) for sex and grade;
-each leaves unknown values out. :data:`FOOTNOTE` says so under the table.
+each leaves unknown values out. The sequence rows have no test. :data:`FOOTNOTE` says so under
+the table.
 """
 
 from __future__ import annotations
@@ -21,10 +24,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from glioma.constants import CLASSES
+from glioma.constants import CLASSES, SEQUENCES
 from glioma.errors import InputError
 from glioma.io import atomic_path
 from glioma.report import stats
+from glioma.report.tables import SEQUENCE_LABELS
 
 REQUIRED_COLUMNS = ("patient", "cohort", "grade", "age", "sex", "class")
 UNKNOWN = "unknown"
@@ -35,6 +39,8 @@ CATEGORICAL: dict[str, tuple[str, dict[str, str]]] = {
     "class": ("Molecular class", {c: c for c in CLASSES}),
 }
 AGE_LABEL = "Age, years"
+#: The variable of the rows counting patients whose sequence was not acquired.
+NOT_ACQUIRED_LABEL = "Sequence not acquired"
 PAIRS = tuple(itertools.combinations(CLASSES, 2))
 PAIR_COLUMNS = tuple(f"post-hoc: {a} vs {b}" for a, b in PAIRS)
 AGE_TESTS = "Kruskal-Wallis; post-hoc Mann-Whitney U"
@@ -51,7 +57,10 @@ FOOTNOTE = (
     "chi-square for 2 x k tables (grade); Bonferroni-corrected (p multiplied by the number of "
     "pairs tested, capped at 1). p < 0.001 is shown as < 0.001, other p-values with two "
     "significant digits and at most three decimals; n/a: undefined (fewer than two classes "
-    "with data, or no variation)."
+    "with data, or no variation). 'Sequence not acquired' (shown when some included patient "
+    "lacks a sequence, under inclusion.missing_sequences: allow): n (%) of the column's patients "
+    "whose sample-sheet cell for that sequence is empty; a patient lacking two sequences is "
+    "counted in both rows; not tested."
 )
 
 
@@ -199,6 +208,33 @@ def _categorical_rows(
     return rows
 
 
+def not_acquired(sheet: pd.DataFrame) -> pd.DataFrame:
+    """Which sequences each patient lacks: a bool column per sequence, True where the sheet's
+    cell is empty (a sheet without a sequence's column has that sequence for every patient)."""
+    return pd.DataFrame(
+        {
+            s: sheet[s].astype(str).str.strip().eq("")
+            if s in sheet.columns
+            else pd.Series(False, index=sheet.index)
+            for s in SEQUENCES
+        },
+        index=sheet.index,
+    )
+
+
+def _sequence_rows(groups: dict[str, pd.DataFrame], lacking: pd.DataFrame) -> list[dict[str, str]]:
+    """Rows of the sequences not acquired, one per sequence, when some patient lacks one."""
+    if not lacking.to_numpy().any():
+        return []
+    rows = []
+    for sequence in SEQUENCES:
+        row = _empty_row(NOT_ACQUIRED_LABEL, SEQUENCE_LABELS[sequence], groups)
+        for name, frame in groups.items():
+            row[name] = _count(int(lacking.loc[frame.index, sequence].sum()), len(frame))
+        rows.append(row)
+    return rows
+
+
 def build_table1(sheet: pd.DataFrame) -> pd.DataFrame:
     """Build Table 1 from a sheet read by :func:`read_samples`.
 
@@ -207,6 +243,7 @@ def build_table1(sheet: pd.DataFrame) -> pd.DataFrame:
         ``level``, ``Total``, ``cohort: X`` ..., ``class: X`` ..., ``p``, ``test`` and the
         post-hoc columns (see the module docstring).
     """
+    sheet = sheet.reset_index(drop=True)
     groups = _groups(sheet)
     tests = class_tests(sheet)
     patients = _empty_row("Patients", "n", groups)
@@ -215,6 +252,7 @@ def build_table1(sheet: pd.DataFrame) -> pd.DataFrame:
     rows = [patients, *_age_rows(groups, tests["age"])]
     for column in CATEGORICAL:  # class is what the tests compare: it has no test of its own
         rows += _categorical_rows(column, groups, tests.get(column))
+    rows += _sequence_rows(groups, not_acquired(sheet))
     return pd.DataFrame(rows, dtype=str)
 
 

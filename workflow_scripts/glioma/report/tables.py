@@ -8,12 +8,23 @@ from __future__ import annotations
 
 import json
 import math
+import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from glioma.constants import CLASSES, CV_SPLIT, EVAL_SPLITS, SEQUENCES, SPLITS, UNLABELLED_SPLIT
+from glioma.constants import (
+    ABLATION_COLUMNS,
+    CLASSES,
+    COMPLETE_PATTERN,
+    CV_SPLIT,
+    EVAL_SPLITS,
+    SEQUENCES,
+    SPLITS,
+    UNLABELLED_SPLIT,
+)
 from glioma.errors import InputError
 
 SLICE_SPLIT = "slice"
@@ -22,6 +33,9 @@ PROB_COLUMNS = tuple(f"p_{c}" for c in CLASSES)
 PREDICTION_COLUMNS = ("patient", "cohort", *PROB_COLUMNS, "predicted_class", "n_slices", "split")
 SPLIT_COLUMNS = ("patient", "cohort", "class", "split")
 EXCLUSION_COLUMNS = ("patient", "cohort", "scope", "reason")
+#: Display names of the sequences (sheet columns and metrics name them in lower case).
+SEQUENCE_LABELS: dict[str, str] = {"t1w": "T1w", "t1c": "T1c", "t2w": "T2w", "flair": "FLAIR"}
+ALL_PRESENT = COMPLETE_PATTERN
 SPLIT_ORDER = (*EVAL_SPLITS, SLICE_SPLIT, UNLABELLED_SPLIT)
 #: Optional predictions.csv columns: which model(s) made a row and its uncertainty; a file from
 #: before cross-validation lacks them, and the page shows them blank.
@@ -82,6 +96,78 @@ def cohort_flow(sheet: pd.DataFrame, exclusions: pd.DataFrame) -> dict[str, int]
     }
 
 
+def sequence_names(names: Any) -> str:
+    """Display form of a comma-separated list of sequences: ``t1w, flair`` -> ``T1w, FLAIR``
+    (names that are not sequences are kept as they are)."""
+    parts = [p.strip() for p in str(names).split(",") if p.strip()]
+    return ", ".join(SEQUENCE_LABELS.get(p.lower(), p) for p in parts)
+
+
+def not_acquired(row: Mapping[str, Any]) -> list[str]:
+    """The sequences a row of the validated sheet leaves empty (not acquired), in channel order.
+
+    A sheet without a sequence's column (one from before missing sequences were allowed) has
+    every sequence.
+    """
+    return [s for s in SEQUENCES if s in row and str(row[s]).strip() in ("", "nan")]
+
+
+_MISSING_REASON = re.compile(r"missing (?P<names>.+)")
+_ONLY_REASON = re.compile(r"only (?P<names>.+?): needs\b.*")
+
+
+def excluded_lacking(reason: str) -> list[str]:
+    """The sequences an exclusion reason says the patient lacks, in channel order.
+
+    ``missing t1c, flair`` (``inclusion.missing_sequences: exclude``) names them; ``only flair:
+    needs the ROI's sequence ...`` (``allow``) names those present, so the others are lacking.
+    Other reasons (``missing roi``, age, unknown label) name none.
+    """
+    lacking: set[str] = set()
+    for part in str(reason).split(";"):
+        if found := _MISSING_REASON.fullmatch(part.strip()):
+            lacking |= {n.strip() for n in found["names"].split(",")} & set(SEQUENCES)
+        elif found := _ONLY_REASON.fullmatch(part.strip()):
+            lacking |= set(SEQUENCES) - {n.strip() for n in found["names"].split(",")}
+    return [s for s in SEQUENCES if s in lacking]
+
+
+def _count(n: int, total: int) -> str:
+    """A count with its percentage of ``total`` (just the count when ``total`` is 0)."""
+    return f"{n} ({100 * n / total:.1f}%)" if total else str(n)
+
+
+def sequence_availability(sheet: pd.DataFrame, exclusions: pd.DataFrame) -> pd.DataFrame:
+    """Patients lacking each sequence, then any sequence: included ones (processed; the validated
+    sheet's empty cells) and excluded ones (not processed; their exclusion reasons).
+
+    Returns:
+        Columns ``sequence`` (one row per sequence, then ``any sequence``), ``included
+        patients lacking it`` (n (%) of the processed) and ``excluded patients lacking it``
+        (n (%) of those not processed); zeros included.
+    """
+    included = [not_acquired(row) for row in sheet.to_dict("records")]
+    dropped = exclusions[exclusions["scope"] == "all"]
+    excluded = [excluded_lacking(reason) for reason in dropped["reason"]]
+    rows = []
+    for name in (*SEQUENCES, ""):
+        label = SEQUENCE_LABELS[name] if name else "any sequence"
+        counts = [
+            sum(1 for m in group if (name in m if name else m)) for group in (included, excluded)
+        ]
+        rows.append((label, _count(counts[0], len(included)), _count(counts[1], len(excluded))))
+    columns = ["sequence", "included patients lacking it", "excluded patients lacking it"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def any_lacking(sheet: pd.DataFrame, exclusions: pd.DataFrame) -> bool:
+    """True when some patient, included or excluded, lacks a sequence."""
+    dropped = exclusions.loc[exclusions["scope"] == "all", "reason"]
+    return any(not_acquired(r) for r in sheet.to_dict("records")) or any(
+        excluded_lacking(r) for r in dropped
+    )
+
+
 def read_splits(path: str | Path) -> pd.DataFrame:
     """Read ``results/splits.tsv``, checking its split names, classes and folds.
 
@@ -140,9 +226,14 @@ def read_metrics(path: str | Path) -> dict[str, Any]:
         for split, values in (metrics.get(level) or {}).items():
             if not isinstance(values, dict):
                 raise InputError(f"{level}.{split} is not an object", column=split, path=path)
-    for section in ("cv", "calibration", "uncertainty"):
+    for section in ("cv", "calibration", "uncertainty", "availability"):
         if section in metrics and not isinstance(metrics[section], dict | None):
             raise InputError(f"{section} is not an object", column=section, path=path)
+    for split, rows in (metrics.get("availability") or {}).items():
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise InputError(
+                f"availability.{split} is not a list of objects", column=split, path=path
+            )
     return metrics
 
 
@@ -292,3 +383,114 @@ def _uncertainty_columns(table: pd.DataFrame, path: Path) -> None:
             column="review", path=path,
         )  # fmt: skip
     table["review"] = [REVIEW_FLAG if _BOOLEANS.get(f) else "" for f in flags]
+
+
+def _whole(value: Any) -> str:
+    """A count, ``n/a`` when it is null or not finite."""
+    text = num(value, 0)
+    return text if text == "n/a" else str(int(float(value)))
+
+
+def _pattern(missing: Any) -> str:
+    """Display form of an availability row's ``missing`` (``none``: every sequence given)."""
+    text = "" if missing is None else str(missing).strip()
+    if not text:
+        return "n/a"
+    return "none (all given)" if text == ALL_PRESENT else sequence_names(text)
+
+
+def availability_table(metrics: dict[str, Any]) -> pd.DataFrame:
+    """Patient-level metrics per pattern of sequences not acquired, per scored split, from
+    metrics.json's ``availability`` section (empty when the section is absent)."""
+    section = metrics.get("availability") or {}
+    order = [s for s in scored_splits(metrics) if s in section]
+    order += sorted(s for s in section if s not in order)
+    columns = ["split", "sequences not acquired", "patients", "accuracy", "macro AUC"]
+    rows = [
+        (
+            split_label(split),
+            _pattern(entry.get("missing")),
+            _whole(entry.get("n_patients")),
+            num(entry.get("accuracy")),
+            num(entry.get("macro_auc")),
+        )
+        for split in order
+        for entry in section[split]
+    ]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def read_ablation(path: str | Path) -> pd.DataFrame:
+    """Read ``results/metrics/ablation.tsv``, its numbers as floats (NaN where empty or NaN;
+    the count columns and ``bootstrap`` become floats too).
+
+    Raises:
+        InputError: a column is missing, a sequence is not one of the workflow's, or a value is
+            neither empty nor a number; names the column and the file.
+    """
+    path = Path(path)
+    table = read_table(path, ABLATION_COLUMNS)
+    bad = ~table["sequence"].str.lower().isin(SEQUENCES)
+    if bad.any():
+        raise InputError(
+            f"value {table.loc[bad, 'sequence'].iloc[0]!r} is not one of {', '.join(SEQUENCES)}",
+            column="sequence",
+            path=path,
+        )
+    for column in ABLATION_COLUMNS[1:]:
+        values = pd.to_numeric(table[column], errors="coerce")
+        bad = values.isna() & ~table[column].str.strip().str.lower().isin(("", "nan", "na"))
+        if bad.any():
+            row = table[bad].iloc[0]
+            raise InputError(
+                f"value {row[column]!r} (sequence {row['sequence']}) is not a number",
+                column=column,
+                path=path,
+            )
+        table[column] = values.astype(float)
+    return table
+
+
+def _signed(value: Any) -> str:
+    """A difference with its sign (none for a rounded 0), ``n/a`` when null or not finite."""
+    text = num(value)
+    if text == "n/a":
+        return text
+    if float(text) == 0:
+        return text.lstrip("-")
+    return text if text.startswith("-") else f"+{text}"
+
+
+def _delta_ci(row: pd.Series) -> str:
+    """Delta macro AUC with its 95% CI, e.g. ``-0.120 (-0.250 to -0.010)``."""
+    delta, low, high = (_signed(row[c]) for c in ("delta_auc", "ci_low", "ci_high"))
+    return delta if "n/a" in (delta, low, high) else f"{delta} ({low} to {high})"
+
+
+def ablation_table(ablation: pd.DataFrame) -> pd.DataFrame:
+    """The sequence ablation as the page shows it, one row per sequence in channel order."""
+    order = {s: i for i, s in enumerate(SEQUENCES)}
+    ablation = ablation.assign(sequence=ablation["sequence"].str.lower())
+    ablation = ablation.sort_values("sequence", key=lambda c: c.map(order), kind="stable")
+    columns = ["sequence hidden", "patients", "of them lacking it already",
+               "Δ macro AUC (95% CI)", "macro AUC, all given", "macro AUC, without it"]  # fmt: skip
+    rows = [
+        (
+            SEQUENCE_LABELS[row["sequence"]],
+            _whole(row["n_patients"]),
+            _whole(row["n_lacking"]),
+            _delta_ci(row),
+            num(row["macro_auc_all"]),
+            num(row["macro_auc_without"]),
+        )
+        for _, row in ablation.iterrows()
+    ]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def bootstrap_resamples(ablation: pd.DataFrame) -> int | None:
+    """The number of paired bootstrap resamples ablation.tsv names (its first finite one)."""
+    if "bootstrap" not in ablation.columns:
+        return None
+    values = [v for v in pd.to_numeric(ablation["bootstrap"], errors="coerce") if math.isfinite(v)]
+    return int(values[0]) if values else None
