@@ -120,3 +120,35 @@ def test_main_prints_the_summary(tmp_path: Path, capsys):
     assert summary.main([str(path)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out == summary_lines(cv_metrics())
+
+
+def test_availability_and_ablation_lines(tmp_path) -> None:
+    from glioma.model.summary import ablation_lines, availability_lines
+
+    metrics = {
+        "splits": ["train", "val", "test"],
+        "availability": {
+            "train": [{"missing": "none", "n_patients": 9}, {"missing": "t1w", "n_patients": 1}],
+            "val": [{"missing": "none", "n_patients": 3, "accuracy": 1.0, "macro_auc": None}],
+            "test": [
+                {"missing": "none", "n_patients": 4, "accuracy": 0.75, "macro_auc": 0.9},
+                {"missing": "t1c, flair", "n_patients": 1, "accuracy": 0.0, "macro_auc": None},
+            ],
+        },
+    }
+    assert availability_lines(metrics) == [
+        "by sequences present (test): all four: n=4, accuracy 0.750, macro AUC 0.900; "
+        "no t1c, flair: n=1, accuracy 0.000, macro AUC n/a"
+    ]
+    assert availability_lines({"splits": ["test"]}) == []
+    path = tmp_path / "ablation.tsv"
+    path.write_text(
+        "sequence\tn_patients\tn_lacking\tmacro_auc_all\tmacro_auc_without\tdelta_auc\tci_low\t"
+        "ci_high\tbootstrap\nt1w\t5\t0\t0.9\t0.8\t-0.1\t-0.3\t0.05\t100\n"
+        "flair\t5\t1\t0.9\t\t\t\t\t0\n"
+    )
+    assert ablation_lines(path) == [
+        "without t1w   (n=5): macro AUC 0.900 -> 0.800, change -0.100 [-0.300 to 0.050]",
+        "without flair (n=5): macro AUC 0.900 -> n/a, change n/a [n/a to n/a]",
+    ]
+    assert ablation_lines(tmp_path / "none.tsv") == []

@@ -34,7 +34,9 @@ log = logging.getLogger(__name__)
 
 FORMAT = "glioma-model-bundle"
 #: Bumped when a bundle written by this code cannot be read by older code (and vice versa).
-VERSION = 1
+#: 2: networks with availability planes (8 input channels), preprocess.registration.reference
+#: among the settings.
+VERSION = 2
 MANIFEST = "manifest.json"
 BUNDLE_JSON = "bundle.json"
 METRICS_JSON = "metrics.json"

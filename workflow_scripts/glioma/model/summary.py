@@ -1,7 +1,11 @@
-"""Print the headline metrics of a run (``python -m glioma.model.summary METRICS_JSON``)."""
+"""Print the headline metrics of a run (``python -m glioma.model.summary METRICS_JSON``).
+
+With an ``ablation.tsv`` beside metrics.json (rule ablate_sequences) its lines close the summary.
+"""
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import sys
@@ -127,6 +131,47 @@ def baseline_lines(metrics: dict) -> list[str]:
     return lines
 
 
+def availability_lines(metrics: dict) -> list[str]:
+    """One line per scored split but train whose patients differ in the sequences they have:
+    n, accuracy and macro AUC per pattern. None when everyone has every sequence."""
+    section = metrics.get("availability") or {}
+    lines = []
+    for split in _splits(metrics):
+        rows = section.get(split) or []
+        if split == "train" or len(rows) < 2:
+            continue
+        parts = "; ".join(
+            f"{'all four' if row.get('missing') == 'none' else 'no ' + str(row.get('missing'))}: "
+            f"n={row.get('n_patients')}, accuracy {_fmt(row.get('accuracy'))}, macro AUC "
+            f"{_fmt(row.get('macro_auc'))}"
+            for row in rows
+        )
+        lines.append(f"by sequences present ({split}): {parts}")
+    return lines
+
+
+def ablation_lines(path: Path) -> list[str]:
+    """One line per sequence of an ablation.tsv: the change in macro AUC without it."""
+    if not path.is_file():
+        return []
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+
+    def number(value: str | None) -> float | None:
+        try:
+            return float(value) if value not in (None, "") else None
+        except ValueError:
+            return None
+
+    return [
+        f"without {row['sequence']:5s} (n={row.get('n_patients')}): macro AUC "
+        f"{_fmt(number(row.get('macro_auc_all')))} -> {_fmt(number(row.get('macro_auc_without')))}"
+        f", change {_fmt(number(row.get('delta_auc')))} [{_fmt(number(row.get('ci_low')))} to "
+        f"{_fmt(number(row.get('ci_high')))}]"
+        for row in rows
+    ]
+
+
 def _auc(entry: dict, name: str) -> str:
     """One class's AUC of a metrics entry."""
     return _fmt(((entry.get("classes") or {}).get(name) or {}).get("auc"))
@@ -136,7 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     """Print the summary of the metrics.json named on the command line."""
     args = sys.argv[1:] if argv is None else argv
     path = Path(args[0] if args else "results/metrics/metrics.json")
-    print("\n".join(summary_lines(json.loads(path.read_text()))))
+    metrics = json.loads(path.read_text())
+    lines = summary_lines(metrics) + availability_lines(metrics)
+    print("\n".join(lines + ablation_lines(path.parent / "ablation.tsv")))
     return 0
 
 
