@@ -29,7 +29,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow_scripts"))
 
-from glioma.model.availability import FILL, drop_sequences, hide, network_input  # noqa: E402
+from glioma.model.availability import FILL, drop_sequences, hide, network_input
 
 CHANNELS, SIZE = 4, 16
 
@@ -98,9 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         cells = []
         for key in keys:
             values = [run[key] for run in runs]
-            cells.append(
-                f"{statistics.mean(values):.3f} ({min(values):.3f}-{max(values):.3f})"
-            )
+            cells.append(f"{statistics.mean(values):.3f} ({min(values):.3f}-{max(values):.3f})")
         print(f"| {design} | " + " | ".join(cells) + " |")
     return 0
 
