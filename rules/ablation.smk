@@ -19,7 +19,7 @@ rule ablate_sequences:
     benchmark:
         "results/benchmarks/ablate_sequences.tsv"
     conda:
-        "../envs/model.yaml"
+        "../envs/workflow.yaml"
     threads: 4
     resources:
         mem_mb=8000,

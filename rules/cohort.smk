@@ -12,7 +12,7 @@ rule check_samples:
     benchmark:
         "results/benchmarks/check_samples.tsv"
     conda:
-        "../envs/base.yaml"
+        "../envs/workflow.yaml"
     threads: 1
     resources:
         mem_mb=1000,

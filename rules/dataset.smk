@@ -26,7 +26,7 @@ rule build_shards:
     benchmark:
         "results/benchmarks/build_shards/{cohort}.tsv"
     conda:
-        "../envs/dataset.yaml"
+        "../envs/workflow.yaml"
     threads: 1
     resources:
         mem_mb=4000,
@@ -52,7 +52,7 @@ if BUNDLE:
         benchmark:
             "results/benchmarks/list_external_patients.tsv"
         conda:
-            "../envs/dataset.yaml"
+            "../envs/workflow.yaml"
         threads: 1
         resources:
             mem_mb=1000,
@@ -72,7 +72,7 @@ else:
         benchmark:
             "results/benchmarks/make_splits/make_splits.tsv"
         conda:
-            "../envs/dataset.yaml"
+            "../envs/workflow.yaml"
         threads: 1
         resources:
             mem_mb=1000,

@@ -37,7 +37,7 @@ rule train_classifier:
     benchmark:
         "results/benchmarks/train_classifier.tsv"
     conda:
-        "../envs/model.yaml"
+        "../envs/workflow.yaml"
     threads: 8
     resources:
         mem_mb=16000,
@@ -66,7 +66,7 @@ rule predict_fold:
     benchmark:
         "results/benchmarks/predict_fold/{fold}.tsv"
     conda:
-        "../envs/model.yaml"
+        "../envs/workflow.yaml"
     threads: 4
     resources:
         mem_mb=8000,
@@ -88,7 +88,7 @@ rule make_fold_split:
     benchmark:
         "results/benchmarks/make_fold_split/{fold}.tsv"
     conda:
-        "../envs/dataset.yaml"
+        "../envs/workflow.yaml"
     threads: 1
     resources:
         mem_mb=1000,
@@ -136,7 +136,7 @@ if BUNDLE:
         benchmark:
             "results/benchmarks/predict_with_bundle.tsv"
         conda:
-            "../envs/model.yaml"
+            "../envs/workflow.yaml"
         threads: 4
         resources:
             mem_mb=8000,
@@ -162,7 +162,7 @@ elif FOLDS:
         benchmark:
             "results/benchmarks/ensemble_predictions.tsv"
         conda:
-            "../envs/model.yaml"
+            "../envs/workflow.yaml"
         threads: 1
         resources:
             mem_mb=4000,
@@ -207,7 +207,7 @@ rule fit_baseline:
     benchmark:
         "results/benchmarks/fit_baseline.tsv"
     conda:
-        "../envs/model.yaml"
+        "../envs/workflow.yaml"
     threads: 1
     resources:
         mem_mb=4000,
@@ -265,7 +265,7 @@ rule evaluate_model:
     benchmark:
         "results/benchmarks/evaluate_model.tsv"
     conda:
-        "../envs/model.yaml"
+        "../envs/workflow.yaml"
     threads: 1
     resources:
         mem_mb=4000,
@@ -273,7 +273,6 @@ rule evaluate_model:
     params:
         splits=EVAL_SPLITS,
         bootstrap=config["evaluate"]["bootstrap"],
-        aggregate=config["evaluate"]["aggregate"],
         review_entropy=config["evaluate"]["review_entropy"],
         calibration_bins=config["evaluate"]["calibration_bins"],
         seed=config["seed"],
@@ -296,7 +295,7 @@ rule write_bundle:
     benchmark:
         "results/benchmarks/write_bundle.tsv"
     conda:
-        "../envs/model.yaml"
+        "../envs/workflow.yaml"
     threads: 1
     resources:
         mem_mb=2000,
@@ -319,7 +318,7 @@ rule explain_predictions:
     benchmark:
         "results/benchmarks/explain_predictions/{cohort}.tsv"
     conda:
-        "../envs/model.yaml"
+        "../envs/workflow.yaml"
     threads: 2
     resources:
         mem_mb=4000,

@@ -5,10 +5,10 @@
 # NaN on the patient's grid, glioma.io.write_absent); a patient without T1c is registered to its
 # first present sequence of preprocess.registration.reference (the rule keeps its name).
 #
-# preprocess.jobs picks how the steps become jobs. `step` (default): one rule per step, so each
-# step is cached, benchmarked and rerun on its own (a crop setting reruns only the crop).
-# `patient`: one job per patient (rule preprocess_patient) running every step in one process and
-# writing the same files. Snakemake's dry run costs a few ms per job (benchmarks/dataset.md), so
+# preprocess.jobs picks how the steps become jobs. `patient` (default): one job per patient (rule
+# preprocess_patient) running every step in one process and writing the same files. `step`: one
+# rule per step, so each step is cached, benchmarked and rerun on its own (a crop setting reruns
+# only the crop). Snakemake's dry run costs a few ms per job (benchmarks/dataset.md), so
 # six jobs per patient is what makes the DAG slow at thousands of patients; one job also starts
 # Python once instead of six times.
 
@@ -30,7 +30,7 @@ if PREPROCESS["jobs"] == "step":
         benchmark:
             "results/benchmarks/correct_bias/{cohort}/{patient}.tsv"
         conda:
-            "../envs/preprocess.yaml"
+            "../envs/workflow.yaml"
         threads: 2
         resources:
             mem_mb=2500,
@@ -60,7 +60,7 @@ if PREPROCESS["jobs"] == "step":
         benchmark:
             "results/benchmarks/register_to_t1c/{cohort}/{patient}.tsv"
         conda:
-            "../envs/preprocess.yaml"
+            "../envs/workflow.yaml"
         threads: 1
         resources:
             mem_mb=3000,
@@ -82,7 +82,7 @@ if PREPROCESS["jobs"] == "step":
         benchmark:
             "results/benchmarks/extract_brain/{cohort}/{patient}.tsv"
         conda:
-            "../envs/preprocess.yaml"
+            "../envs/workflow.yaml"
         threads: 2
         resources:
             mem_mb=4000,
@@ -113,7 +113,7 @@ if PREPROCESS["jobs"] == "step":
         benchmark:
             "results/benchmarks/normalise_intensity/{cohort}/{patient}.tsv"
         conda:
-            "../envs/preprocess.yaml"
+            "../envs/workflow.yaml"
         threads: 1
         resources:
             mem_mb=2000,
@@ -137,7 +137,7 @@ if PREPROCESS["jobs"] == "step":
         benchmark:
             "results/benchmarks/crop_roi/{cohort}/{patient}.tsv"
         conda:
-            "../envs/preprocess.yaml"
+            "../envs/workflow.yaml"
         threads: 1
         resources:
             mem_mb=2000,
@@ -168,7 +168,7 @@ if PREPROCESS["jobs"] == "step":
         benchmark:
             "results/benchmarks/plot_qc/{cohort}/{patient}.tsv"
         conda:
-            "../envs/preprocess.yaml"
+            "../envs/workflow.yaml"
         threads: 1
         resources:
             mem_mb=1500,
@@ -202,7 +202,7 @@ else:
         benchmark:
             "results/benchmarks/preprocess_patient/{cohort}/{patient}.tsv"
         conda:
-            "../envs/preprocess.yaml"
+            "../envs/workflow.yaml"
         # One thread: patients in parallel use cores better than threads within a patient
         # (registration is single-threaded for reproducibility); clusters may raise it with
         # set-threads. The largest memory of the six steps and the sum of their runtimes. A

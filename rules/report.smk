@@ -15,7 +15,7 @@ rule make_table1:
     benchmark:
         "results/benchmarks/make_table1.tsv"
     conda:
-        "../envs/report.yaml"
+        "../envs/workflow.yaml"
     threads: 1
     resources:
         mem_mb=1000,
@@ -62,7 +62,7 @@ rule render_report:
     benchmark:
         "results/benchmarks/render_report.tsv"
     conda:
-        "../envs/report.yaml"
+        "../envs/workflow.yaml"
     threads: 1
     resources:
         mem_mb=4000,
@@ -88,7 +88,7 @@ rule render_patient_pages:
     benchmark:
         "results/benchmarks/render_patient_pages/{cohort}.tsv"
     conda:
-        "../envs/report.yaml"
+        "../envs/workflow.yaml"
     threads: 1
     resources:
         mem_mb=2000,

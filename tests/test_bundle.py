@@ -39,7 +39,7 @@ CONFIG = {
     },
     "model": {"name": "swin_tiny_patch4_window7_224", "kwargs": TINY_KWARGS},
     "split": {"level": "patient", "folds": 2},
-    "evaluate": {"aggregate": "mean", "review_entropy": 0.6},
+    "evaluate": {"review_entropy": 0.6},
 }
 
 

@@ -27,7 +27,6 @@ def main(smk) -> None:
         figures,
         n_boot=smk.params.bootstrap,
         seed=smk.params.seed,
-        aggregate=smk.params.aggregate,
         baseline_path=smk.input.baseline or None,
         predictions_path=smk.input.predictions,
         review_threshold=smk.params.review_entropy,

@@ -5,7 +5,7 @@ prediction-only run) is predicted with its sequences as given (the reference), t
 sequence hidden in turn: its channel set to NaN in every slice
 (:func:`glioma.model.availability.hide`), exactly as a patient who lacks it is given to the
 model. A patient's probabilities are the mean
-of its slices' (``evaluate.aggregate``: mean) and the mean over the bundle's models (as the
+of its slices' (as everywhere in the workflow) and the mean over the bundle's models (as the
 bundle predicts, :func:`glioma.model.ensemble.combine_folds`). The table has one row per
 sequence: the patient-level macro AUC with every sequence and without that one, the change
 (without - all) and a paired percentile bootstrap interval of the change, each resample drawing

@@ -61,7 +61,6 @@ BUNDLED_SETTINGS: tuple[str, ...] = (
     "preprocess.crop",
     "model.name",
     "model.kwargs",
-    "evaluate.aggregate",
 )
 #: Packages whose versions the bundle records.
 PACKAGES = ("torch", "timm", "numpy", "SimpleITK", "antspyx", "deepbet", "hd-bet", "snakemake")

@@ -304,7 +304,6 @@ def evaluate_predictions(
     *,
     n_boot: int,
     seed: int,
-    aggregate: str = "mean",
     baseline_path: str | Path | None = None,
     predictions_path: str | Path | None = None,
     review_threshold: float = 0.6,
@@ -326,7 +325,6 @@ def evaluate_predictions(
             under cross-validation ``"folds"`` (a png); None for no figures.
         n_boot: bootstrap resamples of patients for the AUC CIs (``evaluate.bootstrap``).
         seed: bootstrap seed.
-        aggregate: how slice probabilities become a patient's (``evaluate.aggregate``).
         baseline_path: ``results/baseline/slices.parquet``, scored by the same code into the
             document's ``baseline`` section (``{"patient": ..., "slice": ...}``); None for none.
         predictions_path: ``results/predictions/predictions.csv`` (its uncertainty columns),
@@ -341,12 +339,7 @@ def evaluate_predictions(
 
     Returns:
         The metrics document written.
-
-    Raises:
-        ValueError: an unknown ``aggregate``.
     """
-    if aggregate != "mean":
-        raise ValueError(f"evaluate.aggregate must be 'mean'; got {aggregate!r}")
     slices_path = Path(slices_path)
     splits = read_splits(splits_path)
     leaky = is_slice_level(splits)
