@@ -1,10 +1,13 @@
-"""The HTML report on a tiny fake run: sections, self-containment, leak banner, a real browser."""
+"""The HTML report on a tiny fake run: sections, self-containment, leak banner, a real browser,
+and its size per patient on synthetic runs of real-size QC pictures (benchmarks/bench_report.py
+builds its 1,000-patient run with :func:`make_run` too)."""
 
 from __future__ import annotations
 
 import base64
 import dataclasses
 import functools
+import hashlib
 import io
 import json
 import os
@@ -12,6 +15,7 @@ import re
 import shutil
 import subprocess
 import sys
+import urllib.parse
 import zipfile
 from pathlib import Path
 
@@ -19,11 +23,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.figure import Figure
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from glioma.constants import CLASSES, SPLITS
 from glioma.errors import InputError
-from glioma.report import html, table1, tables
+from glioma.report import figures, html, table1, tables
 
 ROOT = Path(__file__).resolve().parents[1]
 MAGENTA = "#ff00ff"  # only the fake ROC figures use it: the screenshot test looks for it
@@ -55,6 +59,58 @@ PATIENTS = [  # cohort, patient, class, split
     ("SITE-B", "B02", "IDHmut-codel", "test"),
     ("SITE-B", "B03", "IDHmut-intact", "test"),
 ]
+
+
+def synthetic_patients(n: int, cohorts: int = 3) -> list[tuple[str, str, str, str]]:
+    """``n`` patients (cohort, patient, class, split) over ``cohorts`` cohorts: classes in turn,
+    every tenth unlabelled, 60/20/20 train/val/test."""
+    patients = []
+    for k in range(n):
+        cohort = f"SITE-{chr(ord('A') + k % cohorts)}"
+        label = "" if k % 10 == 9 else CLASSES[k % len(CLASSES)]
+        split = "unlabelled" if not label else ("train", "train", "train", "val", "test")[k % 5]
+        patients.append((cohort, f"P{k:04d}", label, split))
+    return patients
+
+
+@functools.cache
+def qc_mosaic_png(seed: int, size: tuple[int, int] = (900, 1200)) -> bytes:
+    """A stand-in QC picture of the real size (900x1200 RGBA, as plot_qc writes): 4 sequences by
+    3 planes of blocky noise 'brains' on black with a cyan and a red outline. Noise is harder to
+    compress than anatomy, so its thumbnail is a little larger than a real one (about 7 KB
+    against 5-6.5 KB for the demo's pictures): the size budget is measured on the safe side."""
+    rng = np.random.default_rng(seed)
+    width, height = size
+    image = Image.new("RGBA", size, "black")
+    draw = ImageDraw.Draw(image)
+    top = height // 20
+    cell_w, cell_h = width // 3, (height - top) // 4
+    angles = np.linspace(0, 2 * np.pi, 24, endpoint=False)
+    for row in range(4):
+        for column in range(3):
+            x0, y0 = column * cell_w, top + row * cell_h
+            noise = rng.normal(0.5, 0.2, (cell_h // 6, cell_w // 6)).clip(0, 1)
+            texture = Image.fromarray((noise * 255).astype(np.uint8)).resize(
+                (cell_w, cell_h), Image.Resampling.NEAREST
+            )
+            mask = Image.new("L", (cell_w, cell_h), 0)
+            ImageDraw.Draw(mask).ellipse(
+                (cell_w // 8, cell_h // 10, cell_w - cell_w // 8, cell_h - cell_h // 10), fill=255
+            )
+            image.paste(texture.convert("RGBA"), (x0, y0), mask)
+            draw.ellipse(
+                (x0 + cell_w // 6, y0 + cell_h // 7, x0 + cell_w - cell_w // 6,
+                 y0 + cell_h - cell_h // 7), outline=(0, 200, 220)
+            )  # fmt: skip
+            cx = x0 + cell_w // 2 + int(rng.integers(-20, 20))
+            cy = y0 + cell_h // 2 + int(rng.integers(-20, 20))
+            radii = rng.uniform(20, 45, angles.size)
+            points = zip(cx + radii * np.cos(angles), cy + radii * np.sin(angles), strict=True)
+            draw.polygon(list(points), outline=(230, 40, 40))
+    draw.text((width // 3, top // 3), f"synthetic QC mosaic {seed}", fill="white")
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 @functools.cache  # drawing is the slow part of building a fake run: draw each figure once
@@ -93,14 +149,14 @@ def fake_metrics() -> dict:
     return out
 
 
-def write_cohort(root: Path, split_of: dict[str, str]) -> Path:
+def write_cohort(root: Path, split_of: dict[str, str], patients=PATIENTS) -> Path:
     """Write samples.tsv, exclusions.tsv, table1.tsv and splits.tsv; return the cohort folder."""
     rows = [
         {"patient": p, "cohort": co, "t1w": f"/d/{p}/t1w.nii.gz", "t1c": "x", "t2w": "x",
          "flair": "x", "roi": "x", "roi_on": "flair", "idh": "", "codeletion": "",
          "grade": "4" if c == "IDHwt" else "2", "age": str(40 + i), "sex": "MF"[i % 2],
          "class": c}
-        for i, (co, p, c, _) in enumerate(PATIENTS)
+        for i, (co, p, c, _) in enumerate(patients)
     ]  # fmt: skip
     cohort_dir = root / "results/cohort"
     cohort_dir.mkdir(parents=True)
@@ -113,7 +169,7 @@ def write_cohort(root: Path, split_of: dict[str, str]) -> Path:
         cohort_dir / "exclusions.tsv", sep="\t", index=False
     )
     table1.write_table1(cohort_dir / "samples.tsv", cohort_dir / "table1.tsv", root / "t1.md")
-    splits = [(p, co, c, split_of[p]) for co, p, c, _ in PATIENTS]
+    splits = [(p, co, c, split_of[p]) for co, p, c, _ in patients]
     pd.DataFrame(splits, columns=["patient", "cohort", "class", "split"]).to_csv(
         root / "results/splits.tsv", sep="\t", index=False
     )
@@ -149,7 +205,9 @@ ABLATION = pd.DataFrame(
 )
 
 
-def write_evaluation(root: Path, split_of: dict[str, str], leaky_flag: bool) -> Path:
+def write_evaluation(
+    root: Path, split_of: dict[str, str], leaky_flag: bool, patients=PATIENTS
+) -> Path:
     """Write metrics.json, the ROC, confusion and other figures, table_folds.tsv, ablation.tsv
     and predictions.csv."""
     metrics = {"patient": fake_metrics(), "slice": fake_metrics()}
@@ -167,15 +225,15 @@ def write_evaluation(root: Path, split_of: dict[str, str], leaky_flag: bool) -> 
     (mdir / "table_folds.tsv").write_text("\t".join(header) + "\n", encoding="utf-8")  # no CV
     # Out of channel order, with the NaN row of a sequence the test patients cannot score.
     ABLATION.to_csv(mdir / "ablation.tsv", sep="\t", index=False, na_rep="NaN")
-    probs = np.random.default_rng(0).dirichlet(np.ones(3), size=len(PATIENTS))
+    probs = np.random.default_rng(0).dirichlet(np.ones(3), size=len(patients))
     predictions = pd.DataFrame(
         {
-            "patient": [p for _, p, _, _ in PATIENTS],
-            "cohort": [co for co, _, _, _ in PATIENTS],
+            "patient": [p for _, p, _, _ in patients],
+            "cohort": [co for co, _, _, _ in patients],
             **{f"p_{c}": probs[:, k] for k, c in enumerate(CLASSES)},
             "predicted_class": [CLASSES[k] for k in probs.argmax(1)],
             "n_slices": 5,
-            "split": [split_of[p] for _, p, _, _ in PATIENTS],
+            "split": [split_of[p] for _, p, _, _ in patients],
         }
     )
     (root / "results/predictions").mkdir()
@@ -183,18 +241,22 @@ def write_evaluation(root: Path, split_of: dict[str, str], leaky_flag: bool) -> 
     return mdir
 
 
-def write_qc(root: Path) -> list[Path]:
-    """Write one plain-coloured 600x400 'mosaic' per patient, each its own colour."""
+def write_qc(root: Path, patients=PATIENTS, real_size: bool = False) -> list[Path]:
+    """Write one plain-coloured 600x400 'mosaic' per patient, each its own colour, or with
+    ``real_size`` a noisy 900x1200 one (:func:`qc_mosaic_png`, 16 different ones in turn)."""
     qc = []
-    for k, (co, p, _, _) in enumerate(PATIENTS):
+    for k, (co, p, _, _) in enumerate(patients):
         path = root / f"results/qc/{co}/{p}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
-        Image.new("RGB", (600, 400), (20 * k, 120, 200)).save(path)
+        if real_size:
+            path.write_bytes(qc_mosaic_png(k % 16))
+        else:
+            Image.new("RGB", (600, 400), (20 * k % 256, 120, 200)).save(path)
         qc.append(path)
     return qc
 
 
-def write_explained(root: Path) -> tuple[Path, list[Path]]:
+def write_explained(root: Path, patients=PATIENTS) -> tuple[Path, list[Path]]:
     """A model bundle's bundle.json and manifest, and each cohort's saliency pictures and index."""
     bundle = root / "results/bundle"
     bundle.mkdir(parents=True, exist_ok=True)
@@ -208,34 +270,50 @@ def write_explained(root: Path) -> tuple[Path, list[Path]]:
     (bundle / "bundle.json").write_text(json.dumps(document))
     (bundle / "manifest.json").write_text(json.dumps({"files": {}}))
     folders = []
-    for cohort in sorted({co for co, _, _, _ in PATIENTS}):
+    for cohort in sorted({co for co, _, _, _ in patients}):
         folder = root / f"results/saliency/{cohort}"
         folder.mkdir(parents=True, exist_ok=True)
-        patients = {}
-        for k, (co, p, _, _) in enumerate(PATIENTS):
+        entries = {}
+        for k, (co, p, _, _) in enumerate(patients):
             if co == cohort:
-                Image.new("RGB", (300, 200), (200, 30 * k, 40)).save(folder / f"{p}.png")
-                patients[p] = {
+                Image.new("RGB", (300, 200), (200, 30 * k % 256, 40)).save(folder / f"{p}.png")
+                entries[p] = {
                     "method": "grad-cam",
                     "class": "IDHwt",
                     "models": ["single"],
                     "slices": [3, 4],
                     "shown": [4],
                 }
-        sanity = [{"patient": next(iter(patients)), "rank_correlation": 0.12}]
-        index = {"bundle": "0" * 64, "patients": patients, "sanity": sanity}
+        sanity = [{"patient": next(iter(entries)), "rank_correlation": 0.12}]
+        index = {"bundle": "0" * 64, "patients": entries, "sanity": sanity}
         (folder / "index.json").write_text(json.dumps(index))
         folders.append(folder)
     return bundle, folders
 
 
-def make_run(root: Path, *, level: str = "patient", leaky_flag: bool = False) -> html.ReportInputs:
-    """Write every input of the report in the formats of docs/architecture.md."""
-    split_of = {p: ("slice" if level == "slice" and c else s) for _, p, c, s in PATIENTS}
-    cohort_dir = write_cohort(root, split_of)
+def make_run(
+    root: Path,
+    *,
+    level: str = "patient",
+    leaky_flag: bool = False,
+    patients=PATIENTS,
+    real_size_qc: bool = False,
+) -> html.ReportInputs:
+    """Write every input of the report in the formats of docs/architecture.md.
+
+    Args:
+        root: the run's folder (``results/`` goes under it).
+        level: ``split.level``.
+        leaky_flag: metrics.json flags a leaky split.
+        patients: (cohort, patient, class, split) of each patient: :data:`PATIENTS`, or
+            :func:`synthetic_patients` for a cohort of any size.
+        real_size_qc: QC pictures of the real size and texture (:func:`qc_mosaic_png`).
+    """
+    split_of = {p: ("slice" if level == "slice" and c else s) for _, p, c, s in patients}
+    cohort_dir = write_cohort(root, split_of, patients)
     model = write_model(root)
-    mdir = write_evaluation(root, split_of, leaky_flag)
-    bundle, saliency = write_explained(root)
+    mdir = write_evaluation(root, split_of, leaky_flag, patients)
+    bundle, saliency = write_explained(root, patients)
     return html.ReportInputs(
         sheet=cohort_dir / "samples.tsv",
         exclusions=cohort_dir / "exclusions.tsv",
@@ -249,7 +327,7 @@ def make_run(root: Path, *, level: str = "patient", leaky_flag: bool = False) ->
         confusion=[mdir / f"confusion_{s}.png" for s in SPLITS],
         calibration=[mdir / f"calibration_{s}.png" for s in SPLITS],
         uncertainty=[mdir / f"uncertainty_{s}.png" for s in SPLITS],
-        qc=write_qc(root),
+        qc=write_qc(root, patients, real_size_qc),
         config={"samples": "x.tsv", "split": {"level": level}},
         bundle=bundle,
         saliency=saliency,
@@ -284,8 +362,18 @@ def test_page_is_self_contained(report):
     assert all(x.startswith("#") or re.fullmatch(r"patients/[\w-]+/[\w-]+\.html", x) for x in hrefs)
     sources = re.findall(r'<img[^>]*\ssrc="([^"]*)"', page)
     assert sources and all(re.match(r"data:image/(png|jpeg);base64,", s) for s in sources)
-    assert "<script" not in page.lower() and "@import" not in page and "url(" not in page
+    assert "@import" not in page and "url(" not in page
     assert "default-src 'none'" in page  # the browser is told to fetch nothing
+    # One inline script (filter and sort), no src, allowed by its hash and nothing else.
+    scripts = re.findall(r"<script([^>]*)>(.*?)</script>", page, re.S)
+    assert len(scripts) == 1 and scripts[0][0] == "" and page.lower().count("<script") == 1
+    script = scripts[0][1]
+    digest = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode()
+    csp = re.search(r'http-equiv="Content-Security-Policy" content="([^"]*)"', page).group(1)
+    assert f"script-src 'sha256-{digest}';" in csp and "'unsafe-inline'; style-src" not in csp
+    for call in ("fetch(", "XMLHttpRequest", "://", "import(", "eval(", "localStorage", "cookie"):
+        assert call not in script, call
+    assert not re.search(r"<[^>]*\son\w+\s*=", page)  # no inline handler (the CSP blocks them)
 
 
 def test_no_leak_banner_at_patient_level(report):
@@ -309,8 +397,8 @@ def test_tables_show_inputs(report):
     assert "train (training data: optimistic)" in page
     assert page.count('class="training"') >= 2 * len(CLASSES)  # patient and slice tables
     assert "n/a" in page  # the null precision
-    for _, patient, _, _ in PATIENTS:
-        assert f"<td>{patient}</td>" in page
+    for cohort, patient, _, _ in PATIENTS:
+        assert f'<td><a href="patients/{cohort}/{patient}.html">{patient}</a></td>' in page
     # text from inputs is escaped, never markup
     assert "tiny_swin &lt;script&gt;" in page
     t1 = pd.read_csv(root / "results/cohort/table1.tsv", sep="\t", dtype=str, keep_default_na=False)
@@ -340,24 +428,77 @@ def test_split_sizes_count_patients_per_cohort_class_and_split(tmp_path):
 
 def test_figures_are_embedded_whole(report):
     root, inputs, page = report
-    for path in [*inputs.roc, *inputs.confusion, *inputs.qc]:
+    for path in [*inputs.roc, *inputs.confusion]:
         assert base64.b64encode(path.read_bytes()).decode() in page, path
+    for path in inputs.qc:  # thumbnails only: the full mosaic is on the patient's page
+        assert base64.b64encode(path.read_bytes()).decode() not in page, path
     curves = (root / "results/report/curves.png").read_bytes()
     assert base64.b64encode(curves).decode() in page
     assert Image.open(io.BytesIO(curves)).size[0] >= 800
 
 
-def test_qc_thumbnail_opens_full_mosaic(report):
+def test_qc_thumbnails_and_patients_link_to_their_pages(report):
     _, inputs, page = report
-    for path in inputs.qc:
-        anchor = f"qc-{path.parent.name}-{path.stem}"
-        assert f'href="#{anchor}"' in page
-        box = re.search(rf'<div class="lightbox" id="{anchor}">.*?</div>', page, re.S)
-        assert box and base64.b64encode(path.read_bytes()).decode() in box.group(0)
-    thumbs = re.findall(r'<img src="([^"]*)" alt="QC thumbnail', page)
-    assert len(thumbs) == len(inputs.qc)
-    first = Image.open(io.BytesIO(base64.b64decode(thumbs[0].split(",", 1)[1])))
-    assert max(first.size) <= 320
+    qc = section(page, "qc")
+    thumbs = re.findall(
+        r'<figure><a href="([^"]*)"><img src="data:image/jpeg;base64,([^"]*)" width="(\d+)" '
+        r'height="(\d+)" alt="QC thumbnail ([^"]*)"></a>',
+        qc,
+    )
+    expected = sorted((p.parent.name, p.stem) for p in inputs.qc)
+    assert [t[4] for t in thumbs] == [f"{c}/{p}" for c, p in expected]
+    assert [t[0] for t in thumbs] == [f"patients/{c}/{p}.html" for c, p in expected]
+    for _, data, width, height, _ in thumbs:
+        image = Image.open(io.BytesIO(base64.b64decode(data)))
+        assert image.size == (int(width), int(height)) and max(image.size) <= figures.THUMB_PX
+        assert len(base64.b64decode(data)) <= figures.THUMB_MAX_BYTES
+    assert "lightbox" not in page and 'href="#qc-' not in page
+    assert (
+        "<figcaption>SITE-B / B01 &middot; test</figcaption>" in qc
+    )  # its split, from predictions
+    part = section(page, "predictions")
+    for cohort, patient, _, _ in PATIENTS:
+        assert f'<td><a href="patients/{cohort}/{patient}.html">{patient}</a></td>' in part
+    assert '<table id="predictions-table" class="sortable">' in part
+    assert 'data-filter="predictions-table"' in part and 'data-filter="qc-grid"' in qc
+
+
+def test_patient_page_links_are_quoted_and_lead_back():
+    assert html.patient_page("SITE-A", "P_01") == "patients/SITE-A/P_01.html"
+    assert html.patient_page("a b", "c/d") == "patients/a%20b/c%2Fd.html"
+    # results/report.html -> results/patients/<cohort>/<patient>.html -> back to the report
+    template = (html.TEMPLATES / "patient.html.j2").read_text(encoding="utf-8")
+    back = re.search(r'id="run-report" href="([^"]*)"', template).group(1)
+    there = Path("results") / html.patient_page("SITE-A", "P_01")
+    assert os.path.normpath(there.parent / back) == os.path.normpath("results/report.html")
+
+
+def test_thumbnail_of_a_busy_picture_is_reencoded_to_fit(tmp_path):
+    path = tmp_path / "noise.png"
+    noise = np.random.default_rng(0).integers(0, 256, (200, 150, 3), dtype=np.uint8)
+    Image.fromarray(noise).resize((900, 1200), Image.Resampling.NEAREST).save(path)
+    unbounded = figures.thumbnail_jpeg(path, max_bytes=None)
+    assert len(unbounded) > figures.THUMB_MAX_BYTES  # too busy at the default quality
+    bounded = figures.thumbnail_jpeg(path)
+    assert len(bounded) <= figures.THUMB_MAX_BYTES < len(unbounded)
+    assert Image.open(io.BytesIO(bounded)).size == (150, 200)
+    Image.fromarray(noise).convert("P").save(path)  # a palette picture is shrunk in colour
+    assert Image.open(io.BytesIO(figures.thumbnail_jpeg(path))).mode == "RGB"
+
+
+def test_page_grows_by_less_than_the_budget_per_patient(tmp_path):
+    """Report size at two cohort sizes with QC pictures of the real size: the growth per patient
+    (a predictions row, a QC thumbnail and their links) stays under html.PATIENT_BUDGET."""
+    sizes = {}
+    for n in (16, 48):  # both above the 12 saliency pictures shown, so those are fixed
+        inputs = make_run(tmp_path / str(n), patients=synthetic_patients(n), real_size_qc=True)
+        page = html.render_html(html.build_context(inputs, png("#ffffff", "curves"), workers=2))
+        sizes[n] = len(page.encode("utf-8"))
+        assert page.count('alt="QC thumbnail') == n and page.count('href="patients/') >= 2 * n
+    per_patient = (sizes[48] - sizes[16]) / (48 - 16)
+    print(f"report: {sizes} bytes, {per_patient:.0f} bytes per patient")
+    assert per_patient <= html.PATIENT_BUDGET, per_patient
+    assert sizes[16] - 16 * per_patient < 1_000_000  # what does not grow with patients
 
 
 def test_bad_predicted_class_names_patient_column_file(tmp_path):
@@ -519,12 +660,15 @@ def browse(page: Path, tmp: Path, *extra: str, anchor: str = "") -> tuple[str, l
     return result.stdout, [x for x in result.stderr.splitlines() if ":CONSOLE" in x]
 
 
-def checked_copy(page: str, path: Path) -> Path:
-    """Write ``page`` with the checker script, allowed through the CSP for this copy only."""
-    csp = "default-src 'none'; img-src data:;"
+def checked_copy(page: str, path: Path, script: str = CHECKER) -> Path:
+    """Write ``page`` with a test script (the checker) before ``</body>``, allowed through the
+    CSP by its hash for this copy only, beside the page's own script."""
+    body = re.fullmatch(r"<script>(.*)</script>", script, re.S).group(1)
+    digest = base64.b64encode(hashlib.sha256(body.encode("utf-8")).digest()).decode()
+    csp = "default-src 'none'; img-src data:; script-src 'sha256-"
     assert csp in page
-    page = page.replace(csp, csp + " script-src 'unsafe-inline';")
-    path.write_text(page.replace("</body>", CHECKER + "</body>"), encoding="utf-8")
+    page = page.replace(csp, f"{csp}{digest}' 'sha256-", 1)
+    path.write_text(page.replace("</body>", script + "</body>"), encoding="utf-8")
     return path
 
 
@@ -561,24 +705,68 @@ def test_browser_check_catches_an_external_request(report, tmp_path):
     assert "failed=1" in re.search(r"<title>([^<]*)</title>", dom).group(1)
 
 
+# Injected into a copy of the page: types in the filter boxes and clicks a column header twice,
+# then reports what is shown, in the title (URI-encoded JSON).
+DRIVER = """<script>
+window.addEventListener("load", () => {
+  const type = (target, text) => {
+    const box = document.querySelector(`input[data-filter="${target}"]`);
+    box.value = text;
+    box.dispatchEvent(new Event("input"));
+  };
+  const table = document.getElementById("predictions-table");
+  const shown = () =>
+    [...table.tBodies[0].rows].filter(r => !r.hidden).map(r => r.cells[1].textContent);
+  type("predictions-table", "site-b TRAIN");
+  const filtered = shown();
+  const count = document.getElementById("predictions-table-count").textContent;
+  const header = [...table.tHead.rows[0].cells].find(h => h.textContent === "p_IDHwt");
+  header.click();
+  const up = shown();
+  header.click();
+  const down = shown();
+  const order = header.getAttribute("aria-sort");
+  type("predictions-table", "");
+  const grid = document.getElementById("qc-grid");
+  type("qc-grid", "site-b TRAIN");  // captions name the split too
+  const trained = [...grid.children].filter(f => !f.hidden).length;
+  type("qc-grid", "P0003");
+  const thumbs = [...grid.children].filter(f => !f.hidden).length;
+  const all = shown().length;
+  document.title = "DRIVE " + encodeURIComponent(
+    JSON.stringify({filtered, count, up, down, order, trained, thumbs, all}));
+});
+</script>"""
+
+
 @pytest.mark.skipif(chromium() is None, reason="chromium not installed (.ci/run installs it)")
-def test_browser_opens_qc_mosaic_without_script(report, tmp_path):
-    root, inputs, _ = report
-    path = inputs.qc[2]
-    colour = np.asarray(Image.open(path).convert("RGB"))[0, 0].astype(int)
-    shot = tmp_path / "lightbox.png"
-    anchor = f"#qc-{path.parent.name}-{path.stem}"
-    _, console = browse(
-        root / "results/report.html",
-        tmp_path,
-        f"--screenshot={shot}",
-        "--window-size=1280,1000",
-        anchor=anchor,
-    )
+def test_browser_filters_and_sorts_the_patients_offline(tmp_path):
+    patients = synthetic_patients(30)
+    inputs = make_run(tmp_path, patients=patients)
+    page = tmp_path / "results/report.html"
+    html.write_report(inputs, page, tmp_path / "results/report/curves.png")
+    dom, console = browse(page, tmp_path, "--dump-dom")  # the page's own script, as it is
     assert console == []
-    pixels = np.asarray(Image.open(shot).convert("RGB")).astype(int)
-    mosaic = (np.abs(pixels - colour).max(axis=-1) <= 4).sum()
-    assert mosaic > 0.8 * 600 * 400  # the full 600x400 mosaic, shown by CSS :target alone
+    assert '<output id="predictions-table-count">30 of 30 shown</output>' in dom
+    assert '<output id="qc-grid-count">30 of 30 shown</output>' in dom
+    assert 'aria-sort="none"' in dom and '<p class="filter needs-script" hidden' not in dom
+
+    text = page.read_text(encoding="utf-8")
+    dom, console = browse(checked_copy(text, tmp_path / "driven.html", DRIVER), tmp_path,
+                          "--dump-dom")  # fmt: skip
+    assert console == []
+    title = re.search(r"<title>DRIVE ([^<]*)</title>", dom)
+    assert title, dom[:500]
+    seen = json.loads(urllib.parse.unquote(title.group(1)))
+    table = pd.read_csv(inputs.predictions).sort_values(["cohort", "patient"])
+    chosen = table[(table["cohort"] == "SITE-B") & (table["split"] == "train")]
+    assert seen["filtered"] == list(chosen["patient"]) and len(chosen) >= 2
+    assert seen["count"] == f"{len(chosen)} of 30 shown"
+    shown = chosen.assign(p=chosen["p_IDHwt"].round(3))  # sorted as the page shows them
+    assert seen["up"] == list(shown.sort_values("p", kind="stable")["patient"])
+    assert seen["down"] == list(shown.sort_values("p", ascending=False, kind="stable")["patient"])
+    assert seen["order"] == "descending" and seen["thumbs"] == 1 and seen["all"] == 30
+    assert seen["trained"] == len(chosen)
 
 
 def test_summary_falls_back_to_last_split_with_patients():
@@ -720,7 +908,8 @@ def section(page: str, anchor: str) -> str:
 def rows_of(part: str) -> list[list[str]]:
     """Cells of every body row of the tables in ``part``."""
     body = "".join(re.findall(r"<tbody>(.*?)</tbody>", part, re.S))
-    return [re.findall(r"<td[^>]*>(.*?)</td>", row) for row in re.findall(r"<tr.*?</tr>", body)]
+    rows = [re.findall(r"<td[^>]*>(.*?)</td>", row) for row in re.findall(r"<tr.*?</tr>", body)]
+    return [[re.sub(r"<[^>]*>", "", cell) for cell in row] for row in rows]  # links: their text
 
 
 @pytest.fixture(scope="module")
@@ -825,6 +1014,10 @@ def test_cv_report_predictions_show_model_review_and_ensemble_spread(cv_report):
         and cells["A01"]["normalised_entropy"] == "0.500"
     )
     assert part.count('<tr class="review">') == 2 and '<td class="flag">REVIEW</td>' in part
+    qc = section(page, "qc")  # the flagged patients' thumbnails say so too
+    split = cells["A02"]["split"]  # as the predictions table says
+    assert f"<figcaption>SITE-A / A02 &middot; {split} &middot; <b>REVIEW</b></figcaption>" in qc
+    assert qc.count("<b>REVIEW</b>") == 2
     assert "2 here" in part
 
 

@@ -31,7 +31,7 @@ def main(smk) -> None:
         predicted_only=bool(smk.params.config["predict"]["bundle"]),
         ablation=Path(smk.input.ablation),
     )
-    write_report(inputs, smk.output.html, smk.output.curves)
+    write_report(inputs, smk.output.html, smk.output.curves, workers=smk.threads)
     log.info("wrote %s (%d QC mosaics)", smk.output.html, len(inputs.qc))
 
 

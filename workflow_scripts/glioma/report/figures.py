@@ -53,11 +53,26 @@ def image_uri(path: str | Path) -> str:
     return data_uri(data, image_mime(data, path))
 
 
-def thumbnail_jpeg(path: str | Path, max_px: int = 320, quality: int = 85) -> bytes:
+#: QC thumbnails of the report: longest side in pixels, JPEG quality, and the most bytes one
+#: may take (a busier picture is encoded again at lower quality until it fits).
+THUMB_PX = 200
+THUMB_QUALITY = 60
+THUMB_MAX_BYTES = 7_500
+_FALLBACK_QUALITIES = (45, 30, 20)
+
+
+def thumbnail_jpeg(
+    path: str | Path,
+    max_px: int = THUMB_PX,
+    quality: int = THUMB_QUALITY,
+    max_bytes: int | None = THUMB_MAX_BYTES,
+) -> bytes:
     """Return a JPEG of the image at ``path`` shrunk to fit ``max_px`` x ``max_px``.
 
     JPEG because a thumbnail of an MRI mosaic is photo-like: it encodes >10x faster than an
-    optimised PNG and is half the size; the full mosaic is embedded unchanged beside it.
+    optimised PNG and is half the size. When the JPEG is larger than ``max_bytes`` it is
+    encoded again at lower qualities (45, 30, 20) and the first that fits is returned, or the
+    smallest: a thumbnail's size is bounded whatever the picture holds.
 
     Raises:
         InputError: the file is missing or cannot be decoded as an image.
@@ -68,13 +83,19 @@ def thumbnail_jpeg(path: str | Path, max_px: int = 320, quality: int = 85) -> by
     try:
         with Image.open(path) as image:
             image.draft("RGB", (max_px, max_px))  # JPEG sources decode at reduced size
-            small = image.convert("RGB")
+            small = image if image.mode in ("RGB", "RGBA", "L") else image.convert("RGBA")
+            small.thumbnail((max_px, max_px), Image.Resampling.LANCZOS, reducing_gap=3.0)
+            small = small.convert("RGB")
     except (UnidentifiedImageError, OSError) as err:
         raise InputError(f"cannot be decoded as an image ({err})", path=path) from err
-    small.thumbnail((max_px, max_px), Image.Resampling.LANCZOS)
-    buffer = io.BytesIO()
-    small.save(buffer, format="JPEG", quality=quality)
-    return buffer.getvalue()
+    data = b""
+    for q in (quality, *(f for f in _FALLBACK_QUALITIES if f < quality)):
+        buffer = io.BytesIO()
+        small.save(buffer, format="JPEG", quality=q, optimize=True)
+        data = buffer.getvalue()
+        if max_bytes is None or len(data) <= max_bytes:
+            break
+    return data
 
 
 def read_history(path: str | Path) -> pd.DataFrame:

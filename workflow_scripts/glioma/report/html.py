@@ -1,25 +1,40 @@
 """The run's one self-contained HTML page, ``results/report.html``.
 
-Every image is embedded as a base64 data URI and the CSS is inline. The page holds no script, and
-its Content-Security-Policy allows nothing but inline styles and ``data:`` images, so a browser
-opening it makes no request at all: the page works offline and leaks nothing about the patients.
-QC thumbnails open their full mosaic in a CSS ``:target`` lightbox, which needs no script.
-When the split leaks patients (``split.level: slice``), a banner at the top says so.
+Every image is embedded as a base64 data URI and the CSS is inline. Its one script, inline too
+(``templates/report.js.j2``: a filter box and click-to-sort headers for the per-patient tables), is
+allowed by its SHA-256 hash, and the Content-Security-Policy allows nothing else but inline
+styles and ``data:`` images, so a browser opening it makes no request at all: the page works
+offline and leaks nothing about the patients. Without the script (blocked or switched off)
+the filter boxes stay hidden and the tables are not sortable; nothing else changes.
+
+The page stays small at any cohort size: per patient it holds one row of the predictions table
+and a QC thumbnail of a few KB (:data:`PATIENT_BUDGET`), each linking to the patient's own page
+``results/patients/{cohort}/{patient}.html`` (rule render_patient_pages), which carries the full
+QC mosaic, the saliency map and the details; figures per split and the saliency pictures are
+fixed in number. When the split leaks patients (``split.level: slice``), a banner at the top
+says so.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import importlib.metadata
+import io
 import platform
 import sys
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import jinja2
+import markupsafe
 import pandas as pd
 import yaml
+from PIL import Image
 
 import glioma
 from glioma.constants import CV_SPLIT, EVAL_SPLITS
@@ -28,6 +43,12 @@ from glioma.io import atomic_path
 from glioma.report import explained, figures, table1, tables, trust
 
 TEMPLATES = Path(__file__).parent / "templates"
+#: The page's one script (filter boxes, sortable tables), inlined and allowed by its hash; read
+#: as it is, not rendered (``.j2`` so that it is packaged with the templates).
+SCRIPT = TEMPLATES / "report.js.j2"
+#: Bytes the page may grow by per patient (a predictions row and a QC thumbnail of at most
+#: :data:`figures.THUMB_MAX_BYTES`, base64-encoded); tests/test_report.py measures it.
+PATIENT_BUDGET = 12_000
 #: Packages whose versions the page lists (those absent from the report's environment say so).
 VERSION_PACKAGES = (
     "torch",
@@ -136,22 +157,57 @@ def split_figures(
     ]
 
 
-def qc_items(paths: Sequence[Path]) -> list[dict[str, str]]:
-    """Thumbnail and full mosaic of each ``results/qc/{cohort}/{patient}.png``, sorted."""
+def patient_page(cohort: str, patient: str) -> str:
+    """A patient's page relative to ``results/report.html``: ``patients/{cohort}/{patient}.html``.
+
+    The IDs are safe (checked when the sample sheet is read); they are quoted all the same.
+    """
+    return f"patients/{quote(cohort, safe='')}/{quote(patient, safe='')}.html"
+
+
+def qc_items(paths: Sequence[Path], workers: int = 1) -> list[dict[str, str]]:
+    """A small JPEG thumbnail of each ``results/qc/{cohort}/{patient}.png``, sorted, with the
+    patient's page it links to (the full mosaic is there and stays a file).
+
+    Args:
+        paths: the QC pictures.
+        workers: threads shrinking them (decoding and resizing release the GIL).
+    """
+    paths = sorted(map(Path, paths), key=lambda p: (p.parent.name, p.stem))
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        thumbs = list(pool.map(figures.thumbnail_jpeg, paths))
     items = []
-    for path in sorted(map(Path, paths), key=lambda p: (p.parent.name, p.stem)):
+    for path, thumb in zip(paths, thumbs, strict=True):
         cohort, patient = path.parent.name, path.stem
-        thumb = figures.data_uri(figures.thumbnail_jpeg(path), "image/jpeg")
+        with Image.open(io.BytesIO(thumb)) as image:
+            width, height = image.size
         items.append(
             {
                 "cohort": cohort,
                 "patient": patient,
-                "anchor": f"qc-{cohort}-{patient}",
-                "thumb": thumb,
-                "full": figures.image_uri(path),
+                "page": patient_page(cohort, patient),
+                "thumb": figures.data_uri(thumb, "image/jpeg"),
+                "width": width,
+                "height": height,
             }
         )
     return items
+
+
+def script() -> dict[str, Any]:
+    """The page's script (``script``) and its CSP source (``script_hash``, ``'sha256-...'``).
+
+    Raises:
+        InputError: the script could end its element early.
+    """
+    text = SCRIPT.read_text(encoding="utf-8")
+    if "</script" in text.lower():
+        raise InputError("must not contain '</script'", path=SCRIPT)
+    digest = base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii")
+    return {
+        "script": markupsafe.Markup(text),
+        "script_hash": markupsafe.Markup(f"'sha256-{digest}'"),
+    }
 
 
 def summary(metrics: dict[str, Any], roc: list[dict[str, str]]) -> dict[str, Any]:
@@ -194,7 +250,11 @@ def shown_path(path: str | Path) -> str:
 
 
 def _frame(
-    table: pd.DataFrame, *, group_first: bool = False, mark: tuple[str, str, str] | None = None
+    table: pd.DataFrame,
+    *,
+    group_first: bool = False,
+    mark: tuple[str, str, str] | None = None,
+    link: tuple[str, Sequence[str]] | None = None,
 ) -> dict[str, Any]:
     """A DataFrame as header and rows of strings, for the template's table macro.
 
@@ -203,8 +263,12 @@ def _frame(
         group_first: blank the first cell where it repeats the row above (Table 1's variables).
         mark: (column, text, CSS class): rows whose cell in that column contains the text get
             the class (review flags, in-sample calibration rows).
+        link: (column, one href per row): that column's cells link there (patients' pages).
     """
     rows = [[str(v) for v in row] for row in table.to_numpy()]
+    links = {"index": -1, "hrefs": []}
+    if link:
+        links = {"index": list(table.columns).index(link[0]), "hrefs": list(link[1])}
     marks = [""] * len(rows)
     if mark and rows:
         index = list(table.columns).index(mark[0])
@@ -214,7 +278,7 @@ def _frame(
         for row, above in zip(rows[1:], firsts, strict=False):
             if row[0] == above:
                 row[0] = ""
-    return {"columns": [str(c) for c in table.columns], "rows": rows, "marks": marks}
+    return {"columns": [str(c) for c in table.columns], "rows": rows, "marks": marks, **links}
 
 
 def _labelled_splits(splits: pd.DataFrame) -> str:
@@ -303,8 +367,37 @@ def _explained_context(inputs: ReportInputs) -> dict[str, Any]:
     return {"bundle": bundle, "saliency": saliency, "predicted_only": inputs.predicted_only}
 
 
-def build_context(inputs: ReportInputs, curves_png: bytes) -> dict[str, Any]:
-    """Read every input and return what the template shows."""
+def _predictions_context(predictions: pd.DataFrame) -> dict[str, Any]:
+    """The per-patient table, each patient linking to its page, and the review count."""
+    pages = [
+        patient_page(c, p)
+        for c, p in zip(predictions["cohort"], predictions["patient"], strict=True)
+    ]
+    return {
+        "predictions": _frame(
+            predictions, mark=("review", tables.REVIEW_FLAG, "review"), link=("patient", pages)
+        ),
+        "n_review": int((predictions["review"] == tables.REVIEW_FLAG).sum()),
+    }
+
+
+def _with_predictions(
+    items: list[dict[str, str]], predictions: pd.DataFrame
+) -> list[dict[str, str]]:
+    """Add each QC thumbnail's split and review flag from the predictions table, for its
+    caption (and so its filter box): blank for a patient the table lacks."""
+    rows = predictions.set_index(["cohort", "patient"])
+    for item in items:
+        key = (item["cohort"], item["patient"])
+        found = key in rows.index
+        item["split"] = str(rows.at[key, "split"]) if found else ""
+        item["review"] = str(rows.at[key, "review"]) if found else ""
+    return items
+
+
+def build_context(inputs: ReportInputs, curves_png: bytes, workers: int = 1) -> dict[str, Any]:
+    """Read every input and return what the template shows (``workers``: threads drawing the
+    QC thumbnails)."""
     sheet = tables.read_table(inputs.sheet, ("patient", "cohort", "class"))
     exclusions = tables.read_table(inputs.exclusions, tables.EXCLUSION_COLUMNS)
     splits = tables.read_splits(inputs.splits)
@@ -336,9 +429,9 @@ def build_context(inputs: ReportInputs, curves_png: bytes) -> dict[str, Any]:
             inputs, metrics, sheet, exclusions, leaky=tables.is_leaky(splits, metrics)
         ),
         **_explained_context(inputs),
-        "predictions": _frame(predictions, mark=("review", tables.REVIEW_FLAG, "review")),
-        "n_review": int((predictions["review"] == tables.REVIEW_FLAG).sum()),
-        "qc": qc_items(inputs.qc),
+        **_predictions_context(predictions),
+        "qc": _with_predictions(qc_items(inputs.qc, workers), predictions),
+        **script(),
         "config": yaml.safe_dump(dict(inputs.config), sort_keys=False) if inputs.config else "",
         "model_config": _read_text(inputs.model_config),
         "model_config_path": shown_path(inputs.model_config),
@@ -365,17 +458,20 @@ def render_html(context: Mapping[str, Any]) -> str:
     return render_template("report.html.j2", context)
 
 
-def write_report(inputs: ReportInputs, html_path: str | Path, curves_path: str | Path) -> None:
+def write_report(
+    inputs: ReportInputs, html_path: str | Path, curves_path: str | Path, *, workers: int = 1
+) -> None:
     """Draw the training curves, then write them and the HTML page atomically.
 
     Args:
         inputs: the stage outputs to show.
         html_path: the page, ``results/report.html``.
         curves_path: the training-curves PNG (also embedded in the page).
+        workers: threads drawing the QC thumbnails.
     """
     histories = {label: figures.read_history(p) for label, p in inputs.histories().items()}
     curves = figures.training_curves_png(histories)
-    html = render_html(build_context(inputs, curves))
+    html = render_html(build_context(inputs, curves, workers))
     with atomic_path(curves_path) as tmp:
         Path(tmp).write_bytes(curves)
     with atomic_path(html_path) as tmp:
