@@ -237,9 +237,12 @@ def predict_and_evaluate(data: dict, model: Path, out: Path, config: dict) -> di
 
 
 def structure(value):
-    """Keys (recursively) and value types of a JSON document, without the values."""
+    """Keys (recursively) and value types of a JSON document, without the values; a number
+    and null (an undefined metric, e.g. a precision without a predicted case) count alike."""
     if isinstance(value, dict):
         return {key: structure(item) for key, item in value.items()}
+    if value is None or isinstance(value, float):
+        return "number"
     return type(value).__name__
 
 
