@@ -38,7 +38,9 @@ from glioma.io import read_image
 pytestmark = pytest.mark.slow
 
 GOOD = ["DEMO-A-001", "DEMO-B-001", "DEMO-C-001"]
-EXCLUDED = "DEMO-C-003"  # its t2w cell is left empty
+#: Its T1w, T1c and T2w cells are left empty: under the demo's inclusion.missing_sequences
+#: allow, FLAIR (the ROI's sequence) alone is too little, so it is excluded.
+EXCLUDED = "DEMO-C-003"
 IDENTIFIER = b"Doe^Jane 1961-02-03"  # put in a good image's NIfTI description
 #: The fastest preprocessing: what is tested here is how failures are handled, not quality.
 FAST = {
@@ -167,7 +169,7 @@ def _build_sheet(tiny_cohort: Path, data: Path) -> pd.DataFrame:
     named = data / rows.loc["DEMO-A-001", "t1c"]
     _with_identifier(named, named.with_name("t1c_named.nii.gz"))
     rows.loc["DEMO-A-001", "t1c"] = named.with_name("t1c_named.nii.gz").relative_to(data).as_posix()
-    rows.loc[EXCLUDED, "t2w"] = ""
+    rows.loc[EXCLUDED, ["t1w", "t1c", "t2w"]] = ""
     # The sheet lives in data/sheets: relative paths climb out with "..", SITE-C's are absolute.
     for column in ("t1w", "t1c", "t2w", "flair", "roi"):
         for patient in rows.index:
@@ -273,7 +275,7 @@ def test_empty_cell_excludes_with_a_reason_and_failures_are_not_excluded(bad_run
         bad_run.workdir / "results" / "cohort" / "exclusions.tsv", sep="\t", dtype=str
     ).set_index("patient")
     assert exclusions.loc[EXCLUDED, "scope"] == "all"
-    assert "missing t2w" in exclusions.loc[EXCLUDED, "reason"]
+    assert exclusions.loc[EXCLUDED, "reason"].startswith("only flair: needs the ROI's sequence")
     assert not set(exclusions.index) & {b.patient for b in BROKEN}
     assert not list((bad_run.workdir / "logs").glob(f"*/*/{EXCLUDED}.log"))
 

@@ -42,15 +42,21 @@ def _as_dicom(sheet: pd.DataFrame, row: int, folder: Path) -> None:
 
 
 def _new_sheet(tiny_cohort: Path, out: Path) -> tuple[Path, str, str, str]:
-    """The third cohort (one patient DICOM, one unlabelled) plus one SITE-A patient."""
+    """The third cohort (one patient without T1w, one DICOM, one unlabelled) plus one SITE-A
+    patient."""
     sheet = pd.read_csv(tiny_cohort, sep="\t", dtype=str, keep_default_na=False)
     for column in (*SEQUENCES, "roi"):
-        sheet[column] = [str((tiny_cohort.parent / p).resolve()) for p in sheet[column]]
+        sheet[column] = [
+            str((tiny_cohort.parent / p).resolve()) if p else "" for p in sheet[column]
+        ]
     shared = sheet[sheet["cohort"] == "SITE-A"].head(1)
+    # The third cohort's first patient lacks its T1w (conftest.tiny_cohort): the bundle
+    # predicts it too; the second is given as DICOM series, the third is unlabelled.
     new = sheet[sheet["cohort"] == ADDED_COHORT].reset_index(drop=True)
-    dicom, unlabelled = new.at[0, "patient"], new.at[1, "patient"]
-    _as_dicom(new, 0, out / "dicom" / dicom)
-    new.loc[1, ["idh", "codeletion"]] = ""
+    assert new.at[0, "t1w"] == ""
+    dicom, unlabelled = new.at[1, "patient"], new.at[2, "patient"]
+    _as_dicom(new, 1, out / "dicom" / dicom)
+    new.loc[2, ["idh", "codeletion"]] = ""
     table = pd.concat([new, shared], ignore_index=True)
     path = out / "new_patients.tsv"
     table.to_csv(path, sep="\t", index=False)
