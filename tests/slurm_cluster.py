@@ -3,6 +3,12 @@
 Starts munged, slurmctld and slurmd in the foreground as child processes, so the test stops
 exactly the daemons it started (by PID). slurm.conf must be at /etc/slurm/slurm.conf because
 the SLURM executor plugin's job step drops SLURM_CONF from the job's environment.
+
+The node can declare more than the machine has (SlurmdParameters=config_overrides, meant for
+testing): CPUs and memory up to the largest job a profile asks for, and GPUs as a fake GRES
+(`Name=gpu File=/dev/null`, no device behind it), so that a job asking for a GPU partition and
+``--gpus=1`` is accepted and scheduled, then runs on the CPU. Nothing enforces the declared
+sizes (no cgroups): jobs share the machine's real cores and memory.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ from pathlib import Path
 
 DAEMONS = ("munged", "slurmctld", "slurmd", "sbatch", "squeue")
 CONF = Path("/etc/slurm/slurm.conf")
+#: slurmd reads gres.conf beside /etc/slurm/slurm.conf (not beside the link's target).
+GRES_CONF = CONF.with_name("gres.conf")
 
 
 def missing_requirements() -> str | None:
@@ -28,23 +36,38 @@ def missing_requirements() -> str | None:
     missing = [d for d in DAEMONS if shutil.which(d) is None]
     if missing:
         return f"SLURM/munge not installed (missing {', '.join(missing)}); .ci/run installs them"
-    if CONF.exists() and not CONF.is_symlink():
-        return f"{CONF} exists and is not ours; refusing to replace it"
+    for conf in (CONF, GRES_CONF):
+        if conf.exists() and not conf.is_symlink():
+            return f"{conf} exists and is not ours; refusing to replace it"
     return None
 
 
-def _node_line() -> tuple[str, str]:
+def _node_line(cpus: int, memory_mb: int, gpus: int) -> tuple[str, str]:
+    """This machine's node line (``slurmd -C``), raised to ``cpus``, ``memory_mb`` and ``gpus``."""
     line = subprocess.run(["slurmd", "-C"], capture_output=True, text=True, check=True).stdout
-    fields = [f for f in line.split() if not f.startswith("UpTime")]
-    node = next(f for f in fields if f.startswith("NodeName=")).split("=", 1)[1]
-    memory = next(int(f.split("=")[1]) for f in fields if f.startswith("RealMemory="))
-    fields = [f for f in fields if not f.startswith("RealMemory=")]
-    # Leave headroom so the node is not drained for reporting less memory than configured.
-    return " ".join([*fields, f"RealMemory={int(memory * 0.9)}", "NodeAddr=127.0.0.1"]), node
+    found = dict(f.split("=", 1) for f in line.split() if "=" in f)
+    node = found["NodeName"]
+    # Below the real memory, so that the node is not drained for reporting less than configured.
+    memory = max(int(int(found["RealMemory"]) * 0.9), memory_mb)
+    cpus = max(int(found["CPUs"]), cpus)
+    fields = [
+        f"NodeName={node}",
+        f"CPUs={cpus}",
+        "Boards=1",
+        "SocketsPerBoard=1",
+        f"CoresPerSocket={cpus}",
+        "ThreadsPerCore=1",
+        f"RealMemory={memory}",
+        *([f"Gres=gpu:{gpus}"] if gpus else []),
+        "NodeAddr=127.0.0.1",
+    ]
+    return " ".join(fields), node
 
 
-def _write_conf(state: Path) -> None:
-    node_line, node = _node_line()
+def _write_conf(
+    state: Path, partitions: tuple[str, ...], cpus: int, memory_mb: int, gpus: int
+) -> None:
+    node_line, node = _node_line(cpus, memory_mb, gpus)
     host = socket.gethostname()
     conf = f"""ClusterName=testcluster
 SlurmctldHost={host}(127.0.0.1)
@@ -61,19 +84,27 @@ ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
-MinJobAge=600
+MinJobAge=3600
 ReturnToService=2
 SchedulerType=sched/backfill
+SlurmdParameters=config_overrides
+{"GresTypes=gpu" if gpus else ""}
 {node_line} State=UNKNOWN
-PartitionName=main Nodes={node} Default=YES MaxTime=INFINITE State=UP
 """
+    for number, partition in enumerate(partitions):
+        default = "YES" if number == 0 else "NO"
+        conf += f"PartitionName={partition} Nodes={node} Default={default} MaxTime=INFINITE\n"
+    # A GPU that is not there: slurmd accepts a device file without checking it is a GPU.
+    gres = f"AutoDetect=off\nNodeName={node} Name=gpu Count={gpus} File=/dev/null\n"
     (state / "ctld").mkdir(parents=True, exist_ok=True)
     (state / "d").mkdir(parents=True, exist_ok=True)
     (state / "slurm.conf").write_text(conf)
+    (state / "gres.conf").write_text(gres if gpus else "")
     CONF.parent.mkdir(parents=True, exist_ok=True)
-    if CONF.is_symlink():
-        CONF.unlink()
-    CONF.symlink_to(state / "slurm.conf")
+    for link in (CONF, GRES_CONF):
+        if link.is_symlink():
+            link.unlink()
+        link.symlink_to(state / link.name)
 
 
 def _wait(predicate, what: str, timeout: float = 60) -> None:
@@ -95,13 +126,23 @@ def _node_idle() -> bool:
 
 
 @contextlib.contextmanager
-def local_slurm(state: Path) -> Iterator[Path]:
-    """Start munged, slurmctld and slurmd; yield the state folder; stop them by PID."""
+def local_slurm(
+    state: Path,
+    partitions: tuple[str, ...] = ("main",),
+    cpus: int = 0,
+    memory_mb: int = 0,
+    gpus: int = 0,
+) -> Iterator[Path]:
+    """Start munged, slurmctld and slurmd; yield the state folder; stop them by PID.
+
+    The one node is in every partition of ``partitions`` (the first is the default) and
+    declares at least ``cpus`` CPUs, ``memory_mb`` MB and ``gpus`` fake GPUs.
+    """
     procs: list[subprocess.Popen] = []
     run_munge = Path("/run/munge")
     run_munge.mkdir(parents=True, exist_ok=True)
     shutil.chown(run_munge, "munge", "munge")
-    _write_conf(state)
+    _write_conf(state, partitions, cpus, memory_mb, gpus)
     logs = state / "daemons.log"
     try:
         with logs.open("ab") as log:
@@ -122,5 +163,6 @@ def local_slurm(state: Path) -> Iterator[Path]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        if CONF.is_symlink():
-            CONF.unlink()
+        for link in (CONF, GRES_CONF):
+            if link.is_symlink():
+                link.unlink()
