@@ -239,3 +239,24 @@ def test_plot_saliency_writes_a_png(tmp_path) -> None:
     assert [p.name for p in path.parent.iterdir()] == ["patient.png"]
     with pytest.raises(ValueError):
         saliency.plot_saliency(images.numpy(), maps[:2], [4, 9], path, title="x", method="x")
+
+
+def test_plot_saliency_labels_a_sequence_that_was_not_acquired(tmp_path, monkeypatch) -> None:
+    images, _ = spot_images(2, seed=5)
+    images = images.numpy().copy()
+    images[:, 3] = np.nan  # no FLAIR
+    maps = np.random.default_rng(1).random((2, SIZE, SIZE)).astype(np.float32)
+    drawn = {}
+    savefig = saliency.Figure.savefig
+
+    def keep(figure, *args, **kwargs):
+        drawn["figure"] = figure
+        return savefig(figure, *args, **kwargs)
+
+    monkeypatch.setattr(saliency.Figure, "savefig", keep)
+    path = tmp_path / "patient.png"
+    saliency.plot_saliency(images, maps, [3, 7], path, title="A / P2", method="grad-cam")
+    labels = [ax.get_ylabel() for ax in drawn["figure"].axes if ax.get_ylabel()]
+    assert labels == ["T1c", "FLAIR (not acquired)"]
+    with Image.open(path) as image:
+        image.verify()

@@ -278,17 +278,22 @@ def plot_saliency(
     title: str,
     method: str,
 ) -> None:
-    """Write a PNG atomically: per slice (n, 4, H, W) T1c and FLAIR in grey under its map."""
+    """Write a PNG atomically: per slice (n, 4, H, W) T1c and FLAIR in grey under its map (a
+    sequence that is all NaN, not acquired, is labelled so and shows the map alone)."""
     images, maps = np.asarray(images, dtype=np.float32), np.asarray(maps, dtype=np.float32)
     n = len(images)
     if not n or images.ndim != 4 or maps.shape != (n, *images.shape[2:]) or len(slice_index) != n:
         raise ValueError(f"cannot show {maps.shape} maps over {images.shape} slices {slice_index}")
     figure = Figure(figsize=(2.2 * n + 0.6, 5.0), layout="constrained")
     axes = figure.subplots(2, n, squeeze=False)
+    # A sequence the patient lacks is a NaN channel: its row shows the map alone, labelled so.
+    absent = {channel: bool(np.isnan(images[:, channel]).all()) for channel, _ in _SHOWN}
     for col in range(n):
         for ax, (channel, label) in zip(axes[:, col], _SHOWN, strict=True):
             ax.imshow(images[col, channel], cmap="gray", interpolation="nearest")
             ax.imshow(maps[col], cmap="inferno", alpha=0.45, vmin=0.0, vmax=1.0)
+            if absent[channel]:
+                label = f"{label} (not acquired)"
             ax.set(xticks=[], yticks=[], ylabel=label if col == 0 else "")
         axes[0, col].set_title(f"slice {slice_index[col]}", fontsize=9)
     figure.suptitle(title, fontsize=10)
