@@ -9,7 +9,16 @@ import pytest
 import SimpleITK as sitk
 
 from glioma.errors import InputError
-from glioma.io import atomic_path, read_image, remove_stale_temporaries, write_image
+from glioma.io import (
+    atomic_path,
+    images_in_memory,
+    is_absent,
+    read_image,
+    release_images,
+    remove_stale_temporaries,
+    write_absent,
+    write_image,
+)
 
 
 def _volume(dtype: type = np.int16, shape: tuple[int, int, int] = (6, 7, 8)) -> sitk.Image:
@@ -172,6 +181,8 @@ def test_killed_write_leftover_is_removed_by_the_next_write(tmp_path: Path) -> N
     # What a SIGKILLed atomic_path leaves: its temporary, never renamed or removed.
     leftover = tmp_path / ".t1c.nii.gz.ab_cd123.tmp.nii.gz"
     leftover.write_bytes(b"half")
+    uncompressed = tmp_path / ".t1c.nii.gz.ef_gh456.tmp.nii"  # killed before its gzip
+    uncompressed.write_bytes(b"half")
     unrelated = [
         tmp_path / ".t1c.nii.gz.notmine.txt",
         tmp_path / ".t1w.nii.gz.ab_cd123.tmp.nii.gz",  # another file's write
@@ -180,7 +191,7 @@ def test_killed_write_leftover_is_removed_by_the_next_write(tmp_path: Path) -> N
     for path in unrelated:
         path.write_bytes(b"keep")
     write_image(_volume(np.float32), target)
-    assert not leftover.exists()
+    assert not leftover.exists() and not uncompressed.exists()
     assert all(path.exists() for path in unrelated)
     assert read_image(target).GetSize() == (8, 7, 6)
 
@@ -193,3 +204,62 @@ def test_remove_stale_temporaries_removes_folders_too(tmp_path: Path) -> None:
     other.mkdir()
     assert remove_stale_temporaries(tmp_path / "SITE-A", [".tmp", ".old"]) == [stale]
     assert not stale.exists() and other.exists()
+
+
+def test_written_nifti_is_standard_gzip_and_the_same_bytes_each_time(tmp_path: Path) -> None:
+    image = _volume(np.float32, (20, 30, 40))
+    first, second = tmp_path / "a.nii.gz", tmp_path / "b.nii.gz"
+    write_image(image, first)
+    write_image(image, second)
+    assert first.read_bytes() == second.read_bytes()  # no time or name in the gzip header
+    plain = tmp_path / "plain.nii"
+    plain.write_bytes(gzip.decompress(first.read_bytes()))
+    np.testing.assert_array_equal(
+        sitk.GetArrayFromImage(sitk.ReadImage(str(plain))), sitk.GetArrayFromImage(image)
+    )
+    assert len(first.read_bytes()) < plain.stat().st_size
+
+
+def _same_image(a: sitk.Image, b: sitk.Image) -> None:
+    assert a.GetPixelID() == b.GetPixelID()
+    assert (a.GetOrigin(), a.GetSpacing(), a.GetDirection()) == (
+        b.GetOrigin(),
+        b.GetSpacing(),
+        b.GetDirection(),
+    )
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(a), sitk.GetArrayFromImage(b))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.uint8, np.int16])
+def test_images_in_memory_read_as_their_files_read(tmp_path: Path, dtype: type) -> None:
+    image = _volume(dtype)  # oblique: the header stores geometry in single precision
+    path = tmp_path / "img.nii.gz"
+    with images_in_memory():
+        write_image(image, path)
+        path.unlink()  # whatever is read now comes from memory
+        from_memory = read_image(path), read_image(path, mask=True)
+    write_image(image, path)
+    from_disk = read_image(path), read_image(path, mask=True)
+    for memory, disk in zip(from_memory, from_disk, strict=True):
+        _same_image(memory, disk)
+
+
+def test_images_in_memory_keep_stand_ins_refused_and_forget_on_release(tmp_path: Path) -> None:
+    like = _volume(np.float32)
+    absent, present = tmp_path / "t1c.nii.gz", tmp_path / "t1w.nii.gz"
+    with images_in_memory():
+        write_absent(like, absent)
+        write_image(like, present)
+        assert is_absent(absent) and not is_absent(present)
+        # ITK reads NaN back as 0: the stand-in must still be refused, as from its file.
+        with pytest.raises(InputError, match="NaN or infinite") as err:
+            read_image(absent)
+        assert err.value.path == str(absent)
+        present.unlink()
+        release_images([present])
+        with pytest.raises(InputError, match="does not exist"):
+            read_image(present)
+        with pytest.raises(RuntimeError, match="do not nest"), images_in_memory():
+            pass
+    with pytest.raises(InputError, match="NaN or infinite"):
+        read_image(absent)  # and from its file, after the block

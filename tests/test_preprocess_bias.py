@@ -68,6 +68,12 @@ def test_file_function_keeps_grid_and_writes_float32(tmp_path):
         assert out.GetSize() == grid.GetSize()
         np.testing.assert_allclose(out.GetDirection(), grid.GetDirection(), atol=1e-6)
         np.testing.assert_allclose(out.GetOrigin(), grid.GetOrigin(), atol=1e-4)
+    # Each N4 fit runs on one thread (sequences in parallel): the files do not depend on the
+    # job's threads, so a cluster's set-threads changes no result.
+    serial = {s: tmp_path / "n4_serial" / f"{s}.nii.gz" for s in inputs}
+    correct_bias_files(inputs, serial, threads=1, patient="P1")
+    for sequence in inputs:
+        assert serial[sequence].read_bytes() == outputs[sequence].read_bytes(), sequence
 
 
 def test_constant_image_names_patient_column_and_file(tmp_path):

@@ -7,18 +7,23 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
+from isal import igzip
 
 from glioma.errors import InputError
 
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".seg.nrrd")
 #: The random part ``tempfile`` puts in the names it makes.
 _TEMP_RANDOM = r"[a-z0-9_]{8}"
+#: ISA-L gzip level (0-3) of the ``.nii.gz`` files :func:`write_image` writes. MR voxels are
+#: noisy floats that gzip shrinks to about 60% at any level; ISA-L's level 1 is within 1% of
+#: zlib's level 6 in size (benchmarks/preprocess.md).
+GZIP_LEVEL = 1
 
 
 def _suffix(path: Path) -> str:
@@ -75,8 +80,26 @@ def _check_nifti_payload(path: Path) -> None:
         raise InputError(f"holds {bad} NaN or infinite voxels", path=path)
 
 
+def _read_from_disk(path: Path) -> sitk.Image:
+    """Read an image file or DICOM folder as ITK gives it, after nibabel's check of a NIfTI."""
+    if not path.exists():
+        raise InputError("file does not exist", path=path)
+    if _suffix(path) in (".nii", ".nii.gz"):
+        _check_nifti_payload(path)
+    try:
+        return _read_dicom_series(path) if path.is_dir() else sitk.ReadImage(str(path))
+    except InputError:
+        raise
+    except RuntimeError as err:
+        first_line = str(err).strip().splitlines()[-1] if str(err).strip() else "unknown error"
+        raise InputError(f"cannot be read as an image ({first_line})", path=path) from err
+
+
 def read_image(path: str | Path, *, mask: bool = False) -> sitk.Image:
     """Read a 3D image and check it is usable.
+
+    Inside :func:`images_in_memory`, an image this process wrote is taken from memory, exactly
+    as it would be read back from its file.
 
     Args:
         path: a ``.nii``, ``.nii.gz`` or ``.nrrd`` (``.seg.nrrd`` too) file, or a DICOM folder.
@@ -91,18 +114,9 @@ def read_image(path: str | Path, *, mask: bool = False) -> sitk.Image:
         InputError: missing, unreadable, not 3D, or non-finite voxels; the message names the file.
     """
     path = Path(path)
-    if not path.exists():
-        raise InputError("file does not exist", path=path)
-    if _suffix(path) in (".nii", ".nii.gz"):
-        _check_nifti_payload(path)
-    try:
-        image = _read_dicom_series(path) if path.is_dir() else sitk.ReadImage(str(path))
-    except InputError:
-        raise
-    except RuntimeError as err:
-        first_line = str(err).strip().splitlines()[-1] if str(err).strip() else "unknown error"
-        raise InputError(f"cannot be read as an image ({first_line})", path=path) from err
-
+    image = _kept(path)
+    if image is None:
+        image = _read_from_disk(path)
     if image.GetDimension() == 4:
         size = image.GetSize()
         if size[3] != 1:
@@ -199,10 +213,126 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             tmp.unlink()
 
 
+#: Inside :func:`images_in_memory`: path -> (the image as it reads back from its file, its
+#: count of non-finite voxels before writing); None outside.
+_memory: dict[str, tuple[sitk.Image, int]] | None = None
+
+
+def _key(path: str | Path) -> str:
+    return os.path.abspath(path)
+
+
+def _kept(path: str | Path) -> sitk.Image | None:
+    """The image written to ``path`` inside :func:`images_in_memory` (None if there is none).
+
+    Raises:
+        InputError: the image held NaN or infinite voxels: the same refusal as from its file
+            (ITK's reader turns NaN into 0, so the image read back no longer shows them).
+    """
+    kept = None if _memory is None else _memory.get(_key(path))
+    if kept is None:
+        return None
+    image, non_finite = kept
+    if non_finite:
+        raise InputError(f"holds {non_finite} NaN or infinite voxels", path=path)
+    return image
+
+
+@contextlib.contextmanager
+def images_in_memory() -> Iterator[None]:
+    """Keep the images written in the block in memory, for the steps that read them next.
+
+    Inside the block, :func:`write_image` keeps each image as it reads back from its file, and
+    :func:`read_image` and :func:`is_absent` of that path use it: a chain of steps in one
+    process then reads only its raw inputs from disk, and gets the very images (header
+    geometry rounded as the file stores it) that separate processes would read, so its files
+    are byte for byte theirs.
+    """
+    global _memory
+    if _memory is not None:
+        raise RuntimeError("images_in_memory() blocks do not nest")
+    _memory = {}
+    try:
+        yield
+    finally:
+        _memory = None
+
+
+def release_images(paths: Iterable[str | Path]) -> None:
+    """Drop these paths' images from memory (their files stay); later reads go to disk."""
+    if _memory is not None:
+        for path in paths:
+            _memory.pop(_key(path), None)
+
+
+def _as_read_back(image: sitk.Image, written: str) -> sitk.Image:
+    """``image`` as ITK reads it back from the file ``written``: the file's header geometry
+    (stored in single precision) and header notes, the same voxels.
+
+    Only the header is read; NaN voxels stay NaN here where ITK would read 0, which is why
+    :func:`_kept` refuses images with non-finite voxels. Should the file's pixel type differ
+    from the image's, the file is read whole.
+    """
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(written)
+    reader.ReadImageInformation()
+    if reader.GetPixelID() != image.GetPixelID() or reader.GetDimension() != image.GetDimension():
+        return sitk.ReadImage(written)
+    kept = sitk.Image(image)
+    kept.SetOrigin(reader.GetOrigin())
+    kept.SetSpacing(reader.GetSpacing())
+    kept.SetDirection(reader.GetDirection())
+    for key in kept.GetMetaDataKeys():
+        kept.EraseMetaData(key)
+    for key in reader.GetMetaDataKeys():
+        kept.SetMetaData(key, reader.GetMetaData(key))
+    return kept
+
+
+def _non_finite(image: sitk.Image) -> int:
+    """Count of NaN and infinite voxels of a floating-point image (0 for integer ones)."""
+    array = sitk.GetArrayViewFromImage(image)
+    return int((~np.isfinite(array)).sum()) if np.issubdtype(array.dtype, np.floating) else 0
+
+
+def _gzip_onto(raw: Path, path: Path) -> None:
+    """Gzip the uncompressed NIfTI ``raw`` onto ``path`` atomically and remove ``raw``.
+
+    ISA-L's gzip (``isal``): the standard format, about 9x faster than zlib at the same size
+    for MR volumes. ``mtime=0`` and no file name in the header: an image gives the same bytes.
+    """
+    try:
+        data = raw.read_bytes()
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(igzip.compress(data, compresslevel=GZIP_LEVEL, mtime=0))
+    finally:
+        raw.unlink(missing_ok=True)
+
+
 def write_image(image: sitk.Image, path: str | Path, *, compress: bool = True) -> None:
-    """Write ``image`` to ``path`` atomically (format from the suffix)."""
-    with atomic_path(path) as tmp:
-        sitk.WriteImage(image, str(tmp), useCompression=compress)
+    """Write ``image`` to ``path`` atomically (format from the suffix).
+
+    A ``.nii.gz`` is written uncompressed by ITK beside its target, then gzipped onto it
+    (:func:`_gzip_onto`); inside :func:`images_in_memory` the image is also kept as the file
+    reads back.
+    """
+    path = Path(path)
+    if not (compress and _suffix(path) == ".nii.gz"):
+        with atomic_path(path) as tmp:
+            sitk.WriteImage(image, str(tmp), useCompression=compress)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path, [".tmp.nii.gz", ".tmp.nii"])
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.nii", dir=path.parent)
+    os.close(fd)
+    raw = Path(name)
+    try:
+        sitk.WriteImage(image, name, useCompression=False)
+        if _memory is not None:
+            _memory[_key(path)] = (_as_read_back(image, name), _non_finite(image))
+        _gzip_onto(raw, path)
+    finally:
+        raw.unlink(missing_ok=True)
 
 
 #: The header note (NIfTI ``descrip``) of the stand-in for a sequence that was not acquired.
@@ -225,6 +355,10 @@ def write_absent(like: sitk.Image, path: str | Path) -> None:
 
 def is_absent(path: str | Path) -> bool:
     """Return True when ``path`` is the stand-in :func:`write_absent` wrote (header only)."""
+    kept = None if _memory is None else _memory.get(_key(path))
+    if kept is not None:
+        image = kept[0]
+        return image.HasMetaDataKey("descrip") and image.GetMetaData("descrip") == ABSENT_NOTE
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:

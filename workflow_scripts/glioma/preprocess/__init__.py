@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 from glioma.errors import InputError
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 #: Environment variables read by ITK (SimpleITK and ANTs), OpenMP and BLAS at start-up.
 THREAD_VARIABLES = (
@@ -72,3 +77,15 @@ def extractor_input(preferred: str, present: Sequence[str], reference_order: Seq
         if sequence in present:
             return sequence
     raise InputError(f"no sequence to extract the brain from (present: {list(present)})")
+
+
+def in_parallel(function: Callable[[T], R], items: Sequence[T], threads: int) -> list[R]:
+    """``[function(item) for item in items]`` on up to ``threads`` threads, results in order.
+
+    For functions that spend their time in SimpleITK, which releases the GIL. The first item's
+    error (in ``items`` order) is raised, as a loop would.
+    """
+    if threads <= 1 or len(items) <= 1:
+        return [function(item) for item in items]
+    with ThreadPoolExecutor(min(threads, len(items)), thread_name_prefix="step") as pool:
+        return list(pool.map(function, items))

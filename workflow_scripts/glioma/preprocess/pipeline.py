@@ -1,9 +1,9 @@
 """All preprocessing steps of one patient in one process (config ``preprocess.jobs: patient``).
 
-The step file functions run in the order of the step rules and read and write the same files,
-so the outputs are those of the six step rules, byte for byte. What one process saves is
-Snakemake's per-job cost (six jobs per patient make the DAG slow at thousands of patients) and
-five Python start-ups with their imports.
+The step file functions run in the order of the step rules and write the same files, so the
+outputs are those of the six step rules, byte for byte. What one process saves is Snakemake's
+per-job cost (six jobs per patient make the DAG slow at thousands of patients), five Python
+start-ups with their imports, and reading back from disk what the previous step wrote.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from glioma.constants import SEQUENCES
-from glioma.io import present_sequences
+from glioma.io import images_in_memory, present_sequences, release_images
 from glioma.preprocess import extractor_input
 from glioma.preprocess.bias import correct_bias_files
 from glioma.preprocess.brain import extract_brain_file
@@ -118,8 +118,9 @@ def preprocess_patient_files(
 ) -> None:
     """Run N4, registration, brain extraction, normalisation, crop and QC for one patient.
 
-    Each step is the step rule's file function with the same arguments, so each reads the files
-    the step before wrote and every output equals the step rules' output.
+    Each step is the step rule's file function with the same arguments, so every output equals
+    the step rules' output. The steps run inside :func:`glioma.io.images_in_memory`: a step
+    reads the images the step before wrote from memory, not from disk.
 
     Args:
         raw: raw image path per sequence the patient has and ``roi`` (sheet columns); an
@@ -140,18 +141,20 @@ def preprocess_patient_files(
     Raises:
         InputError: from the step that failed; names patient, column and file.
     """
-    _correct_and_register(
-        raw, outputs, roi_on, n4, registration, seed=seed, threads=threads, patient=patient
-    )
-    _extract_and_normalise(
-        outputs,
-        brain_extraction,
-        normalisation,
-        reference_order=registration.get("reference", REFERENCE_ORDER),
-        threads=threads,
-        patient=patient,
-    )
-    _crop_and_plot(outputs, crop, patient=patient, title=title)
+    with images_in_memory():
+        _correct_and_register(
+            raw, outputs, roi_on, n4, registration, seed=seed, threads=threads, patient=patient
+        )
+        release_images(outputs.n4.values())  # native grids, read by no later step
+        _extract_and_normalise(
+            outputs,
+            brain_extraction,
+            normalisation,
+            reference_order=registration.get("reference", REFERENCE_ORDER),
+            threads=threads,
+            patient=patient,
+        )
+        _crop_and_plot(outputs, crop, patient=patient, title=title)
 
 
 def _correct_and_register(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -50,6 +51,16 @@ def to_ants(image: sitk.Image):
         spacing=list(image.GetSpacing()),
         direction=np.asarray(image.GetDirection()).reshape(3, 3),
     )
+
+
+def single_thread_ants() -> None:
+    """Make ANTs run on one thread (reproducible transforms); SimpleITK keeps its own count.
+
+    ANTs reads ``ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS`` once, at its first filter in the
+    process (measured: a later change of the variable has no effect), so this must run before
+    any ANTs call; ANTs and SimpleITK each carry their own ITK.
+    """
+    os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = "1"
 
 
 @contextlib.contextmanager
@@ -94,7 +105,7 @@ def register_rigid(
     *,
     transform: str = "Rigid",
     seed: int = 42,
-    resample_mm: float = 3.0,
+    resample_mm: float = 4.0,
 ) -> sitk.Transform:
     """Estimate the rigid transform that maps ``fixed`` points to ``moving`` points.
 
@@ -233,7 +244,7 @@ def register_images(
     reference_order: Sequence[str] = REFERENCE_ORDER,
     transform: str = "Rigid",
     seed: int = 42,
-    resample_mm: float = 3.0,
+    resample_mm: float = 4.0,
 ) -> dict[str, sitk.Image]:
     """Register a patient's sequences to its reference and bring them and the ROI onto its grid.
 
@@ -306,7 +317,7 @@ def register_files(
     reference_order: Sequence[str] = REFERENCE_ORDER,
     transform: str = "Rigid",
     seed: int = 42,
-    resample_mm: float = 3.0,
+    resample_mm: float = 4.0,
     threads: int = 1,
     patient: str | None = None,
 ) -> None:
@@ -323,10 +334,11 @@ def register_files(
         transform: ANTs rigid transform type.
         seed: random seed of the metric sampling.
         resample_mm: spacing the registration runs at (see :func:`register_rigid`).
-        threads: the rule's threads. Registration itself always runs on one ITK thread:
-            ANTs' multi-threaded metric sampling gives different transforms from run to run
-            even with a fixed seed (measured: 1 thread reproducible, 2 threads not), and
-            byte-identical reruns matter more than a ~2x faster step; patients run in parallel.
+        threads: SimpleITK threads (smoothing and resampling, the same result at any count).
+            ANTs' registration itself always runs on one thread: its multi-threaded metric
+            sampling gives different transforms from run to run even with a fixed seed
+            (measured: 1 thread reproducible, 2 threads not), and byte-identical reruns matter
+            more than a ~2x faster fit; patients run in parallel.
         patient: patient ID, for error messages.
 
     Raises:
@@ -334,8 +346,9 @@ def register_files(
             empty; names patient, column and file.
     """
     if threads > 1:
-        log.info("registration runs on 1 thread (of %d) for reproducible transforms", threads)
-    configure_threads(1)
+        log.info("ANTs registration runs on 1 thread (of %d) for reproducible transforms", threads)
+    configure_threads(threads)
+    single_thread_ants()
     loaded = _read_sequences(images, patient)
     if roi_on not in loaded:
         raise InputError(
