@@ -226,15 +226,19 @@ def accuracy(work: Path, p: dict) -> str:
 
 
 def step_shares(log: str) -> dict[str, float]:
-    """Seconds per pipeline step from a patient job's log ("step k/6: ..." lines)."""
-    marks = []
+    """Seconds per pipeline step from a patient job's log ("step k/6: ..." lines; the last step
+    ends at the log's last line)."""
+    marks, last = [], None
     for line in log.splitlines():
         stamp, _, message = line.partition(" ")
+        try:
+            last = float(stamp)
+        except ValueError:
+            continue  # a warning's continuation line
         if message.startswith("step ") and "/6: " in message:
-            marks.append((float(stamp), message.split(": ", 1)[1]))
-    return {name: marks[i + 1][0] - t for i, (t, name) in enumerate(marks[:-1])} | (
-        {marks[-1][1]: float("nan")} if marks else {}
-    )
+            marks.append((last, message.split(": ", 1)[1]))
+    ends = [t for t, _ in marks[1:]] + [last]
+    return {name: end - start for (start, name), end in zip(marks, ends, strict=True)}
 
 
 def run_step(name: str, p: dict, config: dict, threads: int) -> dict:

@@ -64,8 +64,10 @@ def n4_rows(work: Path, raw: dict[str, Path], threads: int) -> list[str]:
     import SimpleITK as sitk
 
     from glioma.io import write_image
-    from glioma.preprocess import in_parallel
+    from glioma.preprocess import configure_threads, in_parallel
     from glioma.preprocess.bias import n4_correct
+
+    configure_threads(1)  # one thread per fit, sequences in parallel (correct_bias_files)
 
     truth = bench.truth_folder(work)
     images = {s: sitk.ReadImage(str(path)) for s, path in raw.items()}
@@ -104,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     from glioma.preprocess import configure_threads
     from glioma.preprocess.pipeline import PatientOutputs
 
-    configure_threads(args.threads)
+    configure_threads(args.threads)  # registration's smoothing; ANTs runs on one thread
     raw = {s: args.work / "input" / f"{s}.nii.gz" for s in bench.SEQUENCES}
     n4 = PatientOutputs.under(args.work / "results", "BENCH", "P1").n4
     print(f"load before: {os.getloadavg()}, threads: {args.threads}")
