@@ -21,6 +21,7 @@ from glioma.errors import InputError
 from glioma.io import is_absent, write_absent
 from glioma.preprocess import configure_threads
 from glioma.preprocess.register import (
+    ants_seed,
     check_roi_grid,
     downsample,
     reference_of,
@@ -252,3 +253,32 @@ def test_registration_none_keeps_geometry_and_writes_identity(tmp_path: Path) ->
     point = (1.0, -2.0, 3.5)
     assert transform.TransformPoint(point) == pytest.approx(point)
     assert sitk.ReadTransform(str(tmp_path / "t.mat")).TransformPoint(point) == pytest.approx(point)
+
+
+def test_seed_zero_is_reproducible(tmp_path):
+    """ANTs reads --random-seed 0 as "from the clock"; the workflow's seed 0 must not.
+
+    In a fresh process, as a rule runs it: ANTs fixes its thread count at its first use, and
+    this module's other tests may have used it on two threads already.
+    """
+    import subprocess
+    import sys
+
+    paths, *_ = _write_patient(tmp_path)
+    code = (
+        "import sys, time\n"
+        "import SimpleITK as sitk\n"
+        "from glioma.preprocess.register import single_thread_ants, register_rigid\n"
+        "single_thread_ants()\n"
+        "fixed, moving = (sitk.ReadImage(p) for p in sys.argv[1:3])\n"
+        "for run in range(2):\n"
+        "    register_rigid(fixed, moving, f'{sys.argv[3]}/t2w_{run}.mat', seed=0)\n"
+        "    time.sleep(1.1)  # a clock-seeded second fit would differ\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(paths["t1c"]), str(paths["t2w"]), str(tmp_path)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "t2w_0.mat").read_bytes() == (tmp_path / "t2w_1.mat").read_bytes()
+    assert ants_seed(0) != 0 and ants_seed(7) == 7

@@ -63,13 +63,27 @@ def single_thread_ants() -> None:
     os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = "1"
 
 
+#: The ANTs seed that stands for the workflow's seed 0 (see :func:`ants_seed`).
+ANTS_SEED_FOR_ZERO = 2**31 - 1
+
+
+def ants_seed(seed: int) -> int:
+    """The ``--random-seed`` ANTs gets for the workflow's ``seed``.
+
+    ANTs takes 0 as "seed from the clock": two registrations with seed 0 gave different
+    transforms (measured; the demo's default seed is 0), so 0 becomes
+    :data:`ANTS_SEED_FOR_ZERO`. Every other seed passes unchanged.
+    """
+    return ANTS_SEED_FOR_ZERO if int(seed) == 0 else int(seed)
+
+
 @contextlib.contextmanager
 def _ants_seed(seed: int) -> Iterator[None]:
     """Seed ANTs' random metric sampling in the block (ANTsPy keeps the seed in a global)."""
     import ants
 
     previous = ants.config._random_seed
-    ants.config._random_seed = int(seed)
+    ants.config._random_seed = ants_seed(seed)
     try:
         yield
     finally:
